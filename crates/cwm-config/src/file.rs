@@ -1,0 +1,601 @@
+//! The file backend: `webhooks.json` and `connections.json`, reloaded when they change.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::Guard;
+use async_trait::async_trait;
+use notify::RecursiveMode;
+use notify_debouncer_mini::{Debouncer, new_debouncer};
+use serde_json::{Map, Value};
+
+use crate::error::ConfigError;
+use crate::model::{ConnectionConfig, WebhookConfig};
+use crate::names::validate_webhook_id;
+use crate::provider::{
+    BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
+};
+use crate::snapshot::{Snapshot, Store, now_rfc3339};
+use crate::subst::Env;
+
+/// The namespace file-backed webhooks live in. Lookups ignore the namespace (upstream behaviour).
+pub const FILE_NAMESPACE: &str = "default";
+
+/// What was last loaded from one file, to diff reloads and skip no-op file events.
+#[derive(Default)]
+struct Source {
+    hash: Option<u64>,
+    raw: Map<String, Value>,
+}
+
+#[derive(Default)]
+struct Loaded {
+    webhooks: Source,
+    connections: Source,
+}
+
+#[derive(Default)]
+struct Info {
+    last_reload: Option<String>,
+    last_error: Option<String>,
+}
+
+/// Serves webhooks and connections from two JSON files.
+pub struct FileProvider<C: Compiler> {
+    webhooks_path: PathBuf,
+    connections_path: PathBuf,
+    compiler: Arc<C>,
+    env: Arc<dyn Env + Send + Sync>,
+    store: Store<C::Webhook>,
+    loaded: tokio::sync::Mutex<Loaded>,
+    info: Mutex<Info>,
+    watcher: Mutex<Option<Debouncer<notify::RecommendedWatcher>>>,
+}
+
+enum Kind {
+    Webhooks,
+    Connections,
+}
+
+impl<C: Compiler> FileProvider<C> {
+    pub fn new(
+        webhooks_path: impl Into<PathBuf>,
+        connections_path: impl Into<PathBuf>,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+    ) -> Self {
+        Self {
+            webhooks_path: webhooks_path.into(),
+            connections_path: connections_path.into(),
+            compiler,
+            env,
+            store: Store::new(Snapshot::empty(FILE_NAMESPACE, true)),
+            loaded: tokio::sync::Mutex::new(Loaded::default()),
+            info: Mutex::new(Info::default()),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// The first load. An unreadable or malformed file is an error (the receiver refuses to start).
+    pub async fn load(&self) -> Result<ReloadReport, ConfigError> {
+        let report = self
+            .reload(ReloadRequest {
+                webhooks: true,
+                connections: true,
+            })
+            .await?;
+        self.store.mark_loaded();
+        Ok(report)
+    }
+
+    /// Reload automatically when either file changes, after `debounce` of quiet. Watches the
+    /// parent directories, so atomic renames and symlink swaps are seen; unchanged content is
+    /// not reloaded.
+    pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<(), ConfigError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut debouncer = new_debouncer(
+            debounce,
+            move |res: notify_debouncer_mini::DebounceEventResult| {
+                if res.is_ok() {
+                    let _ = tx.send(());
+                }
+            },
+        )
+        .map_err(|e| ConfigError::Watch(e.to_string()))?;
+        let mut dirs: Vec<PathBuf> = [&self.webhooks_path, &self.connections_path]
+            .iter()
+            .map(|p| parent_dir(p))
+            .collect();
+        dirs.dedup();
+        for dir in &dirs {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| ConfigError::Watch(format!("{}: {e}", dir.display())))?;
+        }
+        *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(debouncer);
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let Some(this) = this.upgrade() else { break };
+                this.reload_changed().await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether the file watcher is running.
+    pub fn is_watching(&self) -> bool {
+        self.watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    async fn reload_changed(&self) {
+        let mut loaded = self.loaded.lock().await;
+        for kind in [Kind::Webhooks, Kind::Connections] {
+            let (path, source) = match kind {
+                Kind::Webhooks => (&self.webhooks_path, &loaded.webhooks),
+                Kind::Connections => (&self.connections_path, &loaded.connections),
+            };
+            let hash = std::fs::read(path).ok().map(|b| hash_bytes(&b));
+            if hash == source.hash {
+                continue;
+            }
+            let result = self.load_kind(&kind, &mut loaded);
+            match result {
+                Ok(diff) => {
+                    tracing::info!(file = %path.display(), ?diff, "configuration file reloaded");
+                    self.note_success();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration file rejected; previous configuration kept");
+                    self.note_error(&e);
+                }
+            }
+        }
+    }
+
+    fn note_success(&self) {
+        let mut info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+        info.last_reload = Some(now_rfc3339());
+        info.last_error = None;
+    }
+
+    fn note_error(&self, e: &ConfigError) {
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_error = Some(e.to_string());
+    }
+
+    /// Read one file. A missing file is an empty map (with a warning, DECISIONS C10).
+    fn read(path: &Path) -> Result<(Option<u64>, Map<String, Value>), ConfigError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %path.display(), "configuration file not found; it holds no entries");
+                return Ok((None, Map::new()));
+            }
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Json {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        match value {
+            Value::Object(map) => Ok((Some(hash_bytes(&bytes)), map)),
+            _ => Err(ConfigError::NotAnObject {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    fn load_kind(&self, kind: &Kind, loaded: &mut Loaded) -> Result<Diff, ConfigError> {
+        match kind {
+            Kind::Webhooks => {
+                let (hash, raw) = Self::read(&self.webhooks_path)?;
+                let diff = self.apply_webhooks(&raw, &loaded.webhooks.raw);
+                loaded.webhooks = Source { hash, raw };
+                Ok(diff)
+            }
+            Kind::Connections => {
+                let (hash, raw) = Self::read(&self.connections_path)?;
+                let diff = self.apply_connections(&raw, &loaded.connections.raw);
+                loaded.connections = Source { hash, raw };
+                Ok(diff)
+            }
+        }
+    }
+
+    fn apply_webhooks(&self, raw: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
+        let current = self.store.load();
+        let mut diff = diff_keys(raw, old);
+        self.store.clear_rejections_with_prefix("webhooks/");
+        let mut next = Snapshot::clone(&current);
+        next.clear_webhooks();
+        for (id, value) in raw {
+            let key = format!("webhooks/{id}");
+            let compiled = validate_webhook_id(id)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    WebhookConfig::from_value(value.clone(), &*self.env).map_err(|e| e.to_string())
+                })
+                .and_then(|cfg| self.compiler.compile(id, cfg));
+            match compiled {
+                Ok(w) => next.put_webhook(FILE_NAMESPACE, id, Arc::new(w)),
+                Err(reason) => {
+                    diff.rejected += 1;
+                    let previous = current.webhook_exact(FILE_NAMESPACE, id).cloned();
+                    self.store.reject(&key, reason, previous.is_some());
+                    if let Some(p) = previous {
+                        next.put_webhook(FILE_NAMESPACE, id, p);
+                    }
+                }
+            }
+        }
+        diff.total = next.webhook_count();
+        self.store.replace(next);
+        diff
+    }
+
+    fn apply_connections(&self, raw: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
+        let current = self.store.load();
+        let mut diff = diff_keys(raw, old);
+        self.store.clear_rejections_with_prefix("connections/");
+        let mut next = Snapshot::clone(&current);
+        next.clear_connections();
+        for (name, value) in raw {
+            let key = format!("connections/{name}");
+            match ConnectionConfig::from_value(value.clone(), &*self.env) {
+                Ok(c) if !name.trim().is_empty() => next.put_connection(name, Arc::new(c)),
+                result => {
+                    diff.rejected += 1;
+                    let reason = result
+                        .err()
+                        .map_or_else(|| "empty connection name".to_owned(), |e| e.to_string());
+                    let previous = current.connection(name).cloned();
+                    self.store.reject(&key, reason, previous.is_some());
+                    if let Some(p) = previous {
+                        next.put_connection(name, p);
+                    }
+                }
+            }
+        }
+        diff.total = next.connection_count();
+        self.store.replace(next);
+        diff
+    }
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+fn diff_keys(new: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
+    Diff {
+        added: new.keys().filter(|k| !old.contains_key(*k)).count(),
+        removed: old.keys().filter(|k| !new.contains_key(*k)).count(),
+        modified: new
+            .iter()
+            .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+            .count(),
+        ..Diff::default()
+    }
+}
+
+#[async_trait]
+impl<C: Compiler> ConfigProvider<C::Webhook> for FileProvider<C> {
+    fn snapshot(&self) -> Guard<Arc<Snapshot<C::Webhook>>> {
+        self.store.load()
+    }
+
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
+    fn state(&self) -> BackendState {
+        if self.store.is_loaded() {
+            BackendState::Healthy
+        } else {
+            BackendState::Connecting
+        }
+    }
+
+    fn status(&self) -> ProviderStatus {
+        let info = self.info.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut details = Map::new();
+        details.insert(
+            "webhook_config_file".into(),
+            Value::String(self.webhooks_path.display().to_string()),
+        );
+        details.insert(
+            "connection_config_file".into(),
+            Value::String(self.connections_path.display().to_string()),
+        );
+        details.insert(
+            "file_watching_enabled".into(),
+            Value::Bool(self.is_watching()),
+        );
+        let mut status = ProviderStatus {
+            backend: "file",
+            initialized: self.store.is_loaded(),
+            connected: true,
+            revision: 0,
+            default_namespace: String::new(),
+            namespaces_count: 0,
+            namespaces: Vec::new(),
+            total_webhooks: 0,
+            connections_count: 0,
+            rejected: self.store.rejections(),
+            last_reload: info.last_reload.clone(),
+            last_error: info.last_error.clone(),
+            last_resync: None,
+            resyncs: Default::default(),
+            details,
+        };
+        status.counts_from(&self.store.load());
+        status
+    }
+
+    async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError> {
+        let mut loaded = self.loaded.lock().await;
+        let mut report = ReloadReport::default();
+        let result = (|| {
+            if request.webhooks {
+                report.webhooks = Some(self.load_kind(&Kind::Webhooks, &mut loaded)?);
+            }
+            if request.connections {
+                report.connections = Some(self.load_kind(&Kind::Connections, &mut loaded)?);
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.note_success();
+                Ok(report)
+            }
+            Err(e) => {
+                self.note_error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Accepts any webhook with a `module`, rejects module "nope".
+    struct TestCompiler;
+    impl Compiler for TestCompiler {
+        type Webhook = WebhookConfig;
+        fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+            match config.module.as_deref() {
+                Some("nope") => Err("unknown module 'nope'".into()),
+                Some(_) => Ok(config),
+                None => Err("module is required".into()),
+            }
+        }
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TOKEN").then(|| "abc".to_owned())
+    }
+
+    fn provider(dir: &Path) -> Arc<FileProvider<TestCompiler>> {
+        Arc::new(FileProvider::new(
+            dir.join("webhooks.json"),
+            dir.join("connections.json"),
+            Arc::new(TestCompiler),
+            Arc::new(env),
+        ))
+    }
+
+    fn write(dir: &Path, name: &str, v: &Value) {
+        std::fs::write(dir.join(name), serde_json::to_vec(v).unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn loads_both_files_with_substitution() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"h1":{"module":"log","authorization":"Bearer {$TOKEN}"},"h2":{"module":"save_to_disk"}}),
+        );
+        write(
+            dir.path(),
+            "connections.json",
+            &json!({"r":{"type":"redis-rq","host":"redis.example.com","port":6379}}),
+        );
+        let p = provider(dir.path());
+        let report = p.load().await.unwrap();
+        assert_eq!(report.webhooks.unwrap().total, 2);
+        assert_eq!(report.connections.unwrap().total, 1);
+        let snap = p.snapshot();
+        assert_eq!(
+            snap.webhook(None, "h1").unwrap().authorization.as_deref(),
+            Some("Bearer abc")
+        );
+        assert!(snap.webhook(Some("any-namespace"), "h2").is_some());
+        assert!(snap.webhook(None, "unknown").is_none());
+        assert_eq!(p.state(), BackendState::Healthy);
+        let st = p.status();
+        assert_eq!(
+            (st.total_webhooks, st.connections_count, st.initialized),
+            (2, 1, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_files_mean_no_entries_and_no_catch_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        assert_eq!(p.snapshot().webhook_count(), 0);
+        assert!(p.snapshot().webhook(None, "anything").is_none());
+    }
+
+    #[tokio::test]
+    async fn explicit_default_catches_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"default":{"module":"log"}}),
+        );
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        assert!(p.snapshot().webhook(None, "whatever").is_some());
+    }
+
+    #[tokio::test]
+    async fn bad_entries_are_rejected_alone_and_keep_their_last_good_value() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"a":{"module":"log"},"b":{"module":"log"}}),
+        );
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"a":{"module":"nope"},"b":{"module":"log","x":1},"c":"not an object","d":{"module":"log","authorization":"{$UNSET}"},"admin":{"module":"log"}}),
+        );
+        let report = p
+            .reload(ReloadRequest {
+                webhooks: true,
+                connections: false,
+            })
+            .await
+            .unwrap();
+        let diff = report.webhooks.unwrap();
+        assert_eq!(diff.rejected, 4);
+        assert_eq!((diff.added, diff.modified), (3, 2));
+        let snap = p.snapshot();
+        assert_eq!(
+            snap.webhook(None, "a").unwrap().module.as_deref(),
+            Some("log")
+        );
+        assert_eq!(
+            snap.webhook(None, "b").unwrap().extra.get("x"),
+            Some(&json!(1))
+        );
+        assert!(snap.webhook(None, "c").is_none());
+        let rejected = p.status().rejected;
+        assert_eq!(rejected.len(), 4);
+        assert!(
+            rejected
+                .iter()
+                .any(|r| r.key == "webhooks/a" && r.serving_previous)
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_file_keeps_previous_config_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks.json", &json!({"a":{"module":"log"}}));
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        std::fs::write(dir.path().join("webhooks.json"), "{invalid json").unwrap();
+        assert!(
+            p.reload(ReloadRequest {
+                webhooks: true,
+                connections: true
+            })
+            .await
+            .is_err()
+        );
+        assert!(p.snapshot().webhook(None, "a").is_some());
+        assert!(p.status().last_error.is_some());
+        write(dir.path(), "webhooks.json", &json!([1, 2]));
+        assert!(matches!(
+            p.reload(ReloadRequest {
+                webhooks: true,
+                connections: false
+            })
+            .await,
+            Err(ConfigError::NotAnObject { .. })
+        ));
+        assert!(p.snapshot().webhook(None, "a").is_some());
+    }
+
+    #[tokio::test]
+    async fn initial_invalid_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhooks.json"), "{nope").unwrap();
+        assert!(provider(dir.path()).load().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn watcher_picks_up_edits_and_atomic_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks.json", &json!({"a":{"module":"log"}}));
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        p.watch(Duration::from_millis(50)).unwrap();
+        assert!(p.is_watching());
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"a":{"module":"log"},"b":{"module":"log"}}),
+        );
+        wait_for(|| p.snapshot().webhook(None, "b").is_some()).await;
+        write(dir.path(), "tmp.json", &json!({"c":{"module":"log"}}));
+        std::fs::rename(
+            dir.path().join("tmp.json"),
+            dir.path().join("webhooks.json"),
+        )
+        .unwrap();
+        wait_for(|| p.snapshot().webhook(None, "c").is_some()).await;
+        assert!(p.snapshot().webhook(None, "a").is_none());
+        write(
+            dir.path(),
+            "connections.json",
+            &json!({"k":{"type":"kafka"}}),
+        );
+        wait_for(|| p.snapshot().connection("k").is_some()).await;
+        p.shutdown().await;
+        assert!(!p.is_watching());
+    }
+
+    async fn wait_for(f: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("condition not reached within 5 s");
+    }
+}

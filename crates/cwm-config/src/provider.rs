@@ -1,0 +1,116 @@
+//! The provider interface every configuration backend implements.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::Guard;
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::error::ConfigError;
+use crate::model::WebhookConfig;
+use crate::snapshot::{Rejection, Snapshot};
+
+/// Turns a validated [`WebhookConfig`] into whatever the application serves from (for the
+/// receiver: the config plus its ready-to-use sink). Runs once per config change, never per request.
+///
+/// An `Err` rejects that one webhook (DECISIONS C5): an unknown module, a bad `module-config`, ...
+pub trait Compiler: Send + Sync + 'static {
+    type Webhook: Send + Sync + 'static;
+    fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, String>;
+}
+
+/// Connection state of a backend, as `/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// No full load yet: webhook routes answer 503.
+    Connecting,
+    /// Loaded and in sync with its source.
+    Healthy,
+    /// Loaded, but the source is unreachable; the last snapshot keeps serving.
+    Disconnected,
+}
+
+/// What `POST /admin/reload-config` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadRequest {
+    pub webhooks: bool,
+    pub connections: bool,
+}
+
+/// Counts of one kind of entry before and after a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub total: usize,
+    pub rejected: usize,
+}
+
+/// The outcome of a successful reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Diff>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Diff>,
+}
+
+/// The last resync of a watching backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resync {
+    pub reason: String,
+    pub at: String,
+}
+
+/// Everything `/admin/config-status` and `/metrics` show about a backend. Never holds secrets.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStatus {
+    pub backend: &'static str,
+    pub initialized: bool,
+    pub connected: bool,
+    pub revision: i64,
+    pub default_namespace: String,
+    pub namespaces_count: usize,
+    pub namespaces: Vec<String>,
+    pub total_webhooks: usize,
+    pub connections_count: usize,
+    pub rejected: Vec<Rejection>,
+    pub last_reload: Option<String>,
+    pub last_error: Option<String>,
+    pub last_resync: Option<Resync>,
+    /// Resyncs by reason.
+    pub resyncs: BTreeMap<String, u64>,
+    /// Backend-specific fields (file paths; etcd endpoints and prefix).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProviderStatus {
+    /// Fill the counts from a snapshot.
+    pub fn counts_from<W>(&mut self, snap: &Snapshot<W>) {
+        self.revision = snap.revision();
+        self.default_namespace = snap.default_namespace().to_owned();
+        self.namespaces = snap.namespaces();
+        self.namespaces_count = self.namespaces.len();
+        self.total_webhooks = snap.webhook_count();
+        self.connections_count = snap.connection_count();
+    }
+}
+
+/// A configuration backend: files or etcd. Reads are lock-free snapshot loads; the backend keeps
+/// them current by itself (file watcher, etcd watch).
+#[async_trait]
+pub trait ConfigProvider<W: Send + Sync + 'static>: Send + Sync {
+    /// The current snapshot. Never blocks and never awaits the backend.
+    fn snapshot(&self) -> Guard<Arc<Snapshot<W>>>;
+    /// `"file"` or `"etcd"`.
+    fn backend(&self) -> &'static str;
+    fn state(&self) -> BackendState;
+    fn status(&self) -> ProviderStatus;
+    /// Re-read the source now (files: re-read; etcd: full re-list).
+    async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError>;
+    /// Stop background work. Safe to call twice.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,19 @@
+//! Sink plugins for cwm and their registry.
+//!
+//! A sink receives an [`Event`] (payload and headers of one accepted webhook request) and reports
+//! whether its destination accepted it. The [`Registry`] maps module names from webhook configs to
+//! sink constructors and, as a [`cwm_config::Compiler`], builds each webhook's sink once at load.
+//!
+//! Invariant: sinks know nothing about HTTP requests or config sources.
+#![forbid(unsafe_code)]
+
+pub mod context;
+pub mod disk;
+pub mod http;
+pub mod log;
+pub mod registry;
+pub mod sink;
+
+pub use context::ModuleContext;
+pub use registry::{CompiledWebhook, Registry, SinkFactory};
+pub use sink::{Event, Payload, Sink, SinkError};
