@@ -1,1 +1,273 @@
-//! Black-box test support.
+//! Black-box test support: start the built `cwm-receiver` on a free port with its own working
+//! directory and talk HTTP to it, the way an operator or a sender would.
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use cwm_testkit::{Etcd, free_port};
+use serde_json::Value;
+
+/// Path of a workspace binary built by `cargo build --bins` (which `make test` runs first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running receiver, killed on drop.
+pub struct Receiver {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Receiver {
+    /// Write the given files into a fresh working directory and start the receiver there.
+    pub fn start(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("receiver dir");
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(path, content).unwrap();
+        }
+        Self::start_in(dir, env)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut rx = Self {
+            child: None,
+            port,
+            dir,
+        };
+        rx.spawn(env);
+        rx
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
+        let stdout = std::fs::File::create(self.dir.path().join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(binary("cwm-receiver"));
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.port.to_string())
+            .env("CONFIG_RELOAD_DEBOUNCE_SECONDS", "0.2")
+            .env("LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start cwm-receiver"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("cwm-receiver exited early ({status}): {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cwm-receiver did not listen within 20 s: {}", self.stderr());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Wait for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cwm-receiver did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        self.request("POST", path, &[("content-type", "application/json")], Some(body.as_bytes()))
+    }
+
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.request("POST", path, headers, Some(body.as_bytes()))
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let uri = self.url(path);
+        let result = if let Some(body) = body {
+            let mut req = match method {
+                "POST" => agent.post(&uri),
+                "PUT" => agent.put(&uri),
+                other => panic!("unsupported method with body: {other}"),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(body)
+        } else {
+            let mut req = match method {
+                "GET" => agent.get(&uri),
+                "DELETE" => agent.delete(&uri),
+                other => panic!("unsupported method without body: {other}"),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        };
+        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, headers, body }
+    }
+
+    /// Open a raw connection (for tests that control the body's pace).
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Read one HTTP/1.1 response from a raw stream (server closes or sends Content-Length).
+pub fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let head_end = find(&buf, b"\r\n\r\n");
+        if let Some(end) = head_end {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let mut lines = head.lines();
+                let status = lines
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .and_then(|s| s.parse().ok())
+                    .expect("status line");
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return Reply { status, headers, body };
+            }
+        }
+        let n = stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Write all of `data`, ignoring a reset by the peer (it may answer early and close).
+pub fn write_lossy(stream: &mut TcpStream, data: &[u8]) -> bool {
+    stream.write_all(data).is_ok()
+}
+
+/// Poll `f` every 25 ms for up to `timeout`.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -1,1 +1,222 @@
+//! The cwm webhook receiver as a raw hyper service.
+//!
+//! [`Receiver`] answers every route of the upstream gateway (DECISIONS H1): the webhook routes,
+//! `GET /`, `/health`, `/metrics` and the admin API. [`serve`] runs it on a listener with
+//! HTTP/1.1 and h2c, and shuts down gracefully.
+//!
+//! Invariants: the request path never awaits the config backend (it loads a snapshot); a webhook
+//! answers 200 only after its sink accepted the event, unless it opted into `"ack": "receive"`;
+//! error bodies are `{"detail": ...}` and never carry internal error text.
 #![forbid(unsafe_code)]
+
+mod admin;
+mod auth;
+mod json;
+mod metrics;
+mod response;
+mod server;
+pub mod settings;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cwm_config::{BackendState, ConfigProvider};
+use cwm_modules::CompiledWebhook;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use percent_encoding::percent_decode_str;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+pub use response::Body;
+pub use server::serve;
+pub use settings::HttpSettings;
+
+/// A request body the receiver can read: hyper's `Incoming`, or `Full<Bytes>` in tests.
+pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> {}
+impl<T: HttpBody<Data = Bytes, Error: Into<BoxError>>> RequestBody for T {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The configuration source the receiver serves from.
+pub type Provider = Arc<dyn ConfigProvider<CompiledWebhook>>;
+
+/// The receiver service. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Receiver {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    provider: Provider,
+    settings: HttpSettings,
+    metrics: metrics::Metrics,
+    /// Permits for events accepted with `"ack": "receive"` and not yet delivered.
+    queue: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+impl Receiver {
+    pub fn new(provider: Provider, settings: HttpSettings) -> Self {
+        let queue = Arc::new(Semaphore::new(settings.receive_queue_capacity));
+        let inner = Arc::new(Inner {
+            provider,
+            settings,
+            metrics: metrics::Metrics::new(),
+            queue,
+            tasks: TaskTracker::new(),
+        });
+        Self { inner }
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.inner.settings
+    }
+
+    /// Events accepted with `"ack": "receive"` that are still being delivered.
+    pub fn queued(&self) -> usize {
+        self.inner.settings.receive_queue_capacity - self.inner.queue.available_permits()
+    }
+
+    /// Wait (up to `timeout`) for queued `"ack": "receive"` deliveries to finish.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        self.inner.tasks.close();
+        tokio::time::timeout(timeout, self.inner.tasks.wait()).await.is_ok()
+    }
+
+    /// Answer one request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: RequestBody,
+    {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let hsts = self.inner.settings.force_https
+            || req
+                .headers()
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let path = req.uri().path().to_owned();
+        let mut resp = self.route(req, &method, &path).await;
+        response::add_security_headers(&mut resp, hsts);
+        tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        resp
+    }
+
+    async fn route<B>(&self, req: Request<B>, method: &Method, path: &str) -> Response<Body>
+    where
+        B: RequestBody,
+    {
+        let inner = &self.inner;
+        if let Some(rest) = path.strip_prefix("/webhook/") {
+            if let Some(trimmed) = rest.strip_suffix('/').filter(|r| !r.is_empty()) {
+                return redirect(&format!("/webhook/{trimmed}"));
+            }
+            let segments: Vec<String> = rest.split('/').map(decode).collect();
+            let (namespace, id) = match segments.as_slice() {
+                [id] if !id.is_empty() => (None, id.clone()),
+                [ns, id] if !id.is_empty() => (Some(ns.clone()), id.clone()),
+                _ => return response::not_found(),
+            };
+            if method != Method::POST {
+                return response::method_not_allowed("POST");
+            }
+            let outcome = webhook::handle(inner, req, namespace, id).await;
+            inner
+                .metrics
+                .request(outcome.label, outcome.response.status().as_u16());
+            return outcome.response;
+        }
+        match path {
+            "/" => match *method {
+                Method::GET | Method::HEAD => response::ok(),
+                _ => response::method_not_allowed("GET"),
+            },
+            "/health" => match *method {
+                Method::GET | Method::HEAD => self.health(),
+                _ => response::method_not_allowed("GET"),
+            },
+            "/metrics" => match *method {
+                Method::GET => self.metrics(),
+                _ => response::method_not_allowed("GET"),
+            },
+            "/admin/config-status" => match *method {
+                Method::GET => admin::config_status(inner, &req),
+                _ => response::method_not_allowed("GET"),
+            },
+            "/admin/reload-config" => match *method {
+                Method::POST => admin::reload(inner, req).await,
+                _ => response::method_not_allowed("POST"),
+            },
+            _ if path.len() > 1 && path.ends_with('/') => redirect(path.trim_end_matches('/')),
+            _ => response::not_found(),
+        }
+    }
+
+    /// `GET /health` in the upstream shape. 503 only before the first configuration load.
+    fn health(&self) -> Response<Body> {
+        let provider = &self.inner.provider;
+        let state = provider.state();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut components = serde_json::Map::new();
+        let loaded = state != BackendState::Connecting;
+        components.insert(
+            "config_manager".into(),
+            (if loaded { "healthy" } else { "connecting" }).into(),
+        );
+        if provider.backend() == "etcd" {
+            let etcd = match state {
+                BackendState::Healthy => "healthy",
+                BackendState::Disconnected => "disconnected",
+                BackendState::Connecting => "connecting",
+            };
+            components.insert("etcd".into(), etcd.into());
+        } else {
+            components.insert("config_backend".into(), provider.backend().into());
+        }
+        let body = serde_json::json!({
+            "status": if loaded { "healthy" } else { "unhealthy" },
+            "service": "webhook-service",
+            "timestamp": timestamp,
+            "components": components,
+        });
+        let status = if loaded {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        response::json(status, &body)
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let provider = &self.inner.provider;
+        let text = self
+            .inner
+            .metrics
+            .render(&provider.status(), provider.state(), self.queued());
+        let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        r
+    }
+}
+
+fn decode(segment: &str) -> String {
+    percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = response::detail(StatusCode::TEMPORARY_REDIRECT, "Redirect");
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}

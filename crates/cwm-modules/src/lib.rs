@@ -7,6 +7,7 @@
 //! Invariant: sinks know nothing about HTTP requests or config sources.
 #![forbid(unsafe_code)]
 
+pub mod cleanup;
 pub mod context;
 pub mod disk;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod log;
 pub mod registry;
 pub mod sink;
 
+pub use cleanup::CredentialCleanup;
 pub use context::ModuleContext;
 pub use registry::{CompiledWebhook, Registry, SinkFactory};
 pub use sink::{Event, Payload, Sink, SinkError};

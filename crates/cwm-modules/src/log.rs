@@ -1,12 +1,784 @@
-//! STUB: replaced by the sinks work.
+//! `log` sink (modules.md 7.1): prints each event on stdout.
+//!
+//! `module-config`: `pretty_print` (default `false`), `redact_sensitive` (default `true`).
+//!
+//! Standard output is one JSON object per line:
+//! `{"received_at":"<RFC 3339, ms, UTC>","namespace":<string|null>,"webhook_id":"..","headers":{..},"payload":..}`.
+//! Pretty output is a multi-line block framed by 80 `=` with the headers and the payload as
+//! indented JSON; the payload text is cut at 10000 characters followed by `... [truncated]`.
+//!
+//! Redaction: a header or payload key whose lower-cased name *contains* one of the sensitive words
+//! (password, secret, token, auth, cookie, session, ...) has its value or whole subtree replaced by
+//! `"[REDACTED]"`. Words with `_` are also matched with `-` (`x-api-key` matches `api_key`), for
+//! header names and payload keys alike.
+//!
+//! Sanitizing (standard form only, as upstream): nesting deeper than 10 levels becomes
+//! `"[Max depth exceeded]"`; in strings CR and LF become `[NL]` and other control characters
+//! `[CTRL]`; strings over 10000 characters are cut and end in `... [truncated]`.
+//!
+//! Blob payloads are logged as `{"length":N,"truncated":bool,"base64":"..."}`: base64 of at most the
+//! first 7500 bytes (10000 characters), so binary bodies never corrupt the log stream.
+//!
+//! Writes never block the runtime: `deliver` formats the line and queues it on a bounded channel
+//! to the process's single writer thread ([`LogWriter`]); `Ok` means queued. A full queue makes
+//! `deliver` wait (backpressure) instead of dropping lines.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use cwm_config::WebhookConfig;
 
 use crate::context::ModuleContext;
-use crate::sink::Sink;
+use crate::opts;
+use crate::sink::{Event, Payload, Sink, SinkError};
 
-pub fn factory(_config: &WebhookConfig, _ctx: &ModuleContext) -> Result<Arc<dyn Sink>, String> {
-    Err("not implemented".into())
+const REDACTED: &str = "[REDACTED]";
+const DEPTH_EXCEEDED: &str = "[Max depth exceeded]";
+const TRUNCATED: &str = "... [truncated]";
+const MAX_DEPTH: usize = 10;
+const MAX_FIELD_CHARS: usize = 10_000;
+/// Base64 of this many bytes is exactly `MAX_FIELD_CHARS` characters.
+const MAX_BLOB_BYTES: usize = MAX_FIELD_CHARS / 4 * 3;
+const RULE: &str = "================================================================================";
+
+/// modules.md 7.1 list, minus words that contain another listed word (`access_token` already
+/// matches `token`), plus the `-` forms of the `_` words.
+const SENSITIVE: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "auth",
+    "credential",
+    "private_key",
+    "privatekey",
+    "session",
+    "cookie",
+    "ssn",
+    "credit_card",
+    "creditcard",
+    "database_url",
+    "db_url",
+    "connection_string",
+    "conn_string",
+    "api-key",
+    "private-key",
+    "credit-card",
+    "database-url",
+    "db-url",
+    "connection-string",
+    "conn-string",
+];
+
+pub fn factory(config: &WebhookConfig, ctx: &ModuleContext) -> Result<Arc<dyn Sink>, String> {
+    let mc = &config.module_config;
+    let format = LogFormat {
+        pretty: opts::truthy(mc, "pretty_print", false),
+        redact: opts::truthy(mc, "redact_sensitive", true),
+    };
+    Ok(Arc::new(LogSink {
+        format,
+        writer: ctx.log_writer()?,
+        size_hint: AtomicUsize::new(256),
+    }))
+}
+
+struct LogSink {
+    format: LogFormat,
+    writer: LogWriter,
+    /// Length of the last line, so the next buffer is usually allocated once.
+    size_hint: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for LogSink {
+    fn module(&self) -> &'static str {
+        "log"
+    }
+
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        let hint = self.size_hint.load(Ordering::Relaxed);
+        let mut line = Vec::with_capacity(hint + hint / 8);
+        self.format.render(event, &mut line);
+        self.size_hint
+            .store(line.len().min(64 * 1024), Ordering::Relaxed);
+        self.writer.send(line).await
+    }
+
+    async fn shutdown(&self) {
+        self.writer.flush().await;
+    }
+}
+
+/// How a sink prints events.
+#[derive(Debug, Clone, Copy)]
+struct LogFormat {
+    pretty: bool,
+    redact: bool,
+}
+
+impl LogFormat {
+    /// Append the complete output for `event` (ending in a newline) to `out`.
+    fn render(&self, event: &Event, out: &mut Vec<u8>) {
+        if self.pretty {
+            self.render_pretty(event, out);
+        } else {
+            self.render_line(event, out);
+        }
+    }
+
+    fn render_line(&self, event: &Event, out: &mut Vec<u8>) {
+        let o = Opts {
+            redact: self.redact,
+            sanitize: true,
+        };
+        let line = Line {
+            received_at: Timestamp(event.received_at),
+            namespace: event.namespace.as_deref().map(|s| Text::new(s, o)),
+            webhook_id: Text::new(&event.webhook_id, o),
+            headers: HeadersView {
+                headers: &event.headers,
+                o,
+            },
+            payload: PayloadView {
+                payload: &event.payload,
+                o,
+            },
+        };
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &line).is_err() {
+            // Only a broken Serialize impl gets here; still say that an event arrived.
+            out.truncate(start);
+            out.extend_from_slice(b"{\"error\":\"event could not be formatted\"}");
+        }
+        out.push(b'\n');
+    }
+
+    fn render_pretty(&self, event: &Event, out: &mut Vec<u8>) {
+        let o = Opts {
+            redact: self.redact,
+            sanitize: false,
+        };
+        // Names come from the URL: sanitize them even here, they are printed outside JSON.
+        let name_opts = Opts {
+            redact: false,
+            sanitize: true,
+        };
+        let id = Text::new(&event.webhook_id, name_opts);
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(out, "{RULE}\nWEBHOOK RECEIVED\n{RULE}");
+        let _ = match event.namespace.as_deref() {
+            Some(ns) => writeln!(out, "Webhook: {}/{id}", Text::new(ns, name_opts)),
+            None => writeln!(out, "Webhook: {id}"),
+        };
+        let _ = writeln!(out, "Received: {}", Timestamp(event.received_at));
+        out.extend_from_slice(b"\nHeaders:\n");
+        let headers = HeadersView {
+            headers: &event.headers,
+            o,
+        };
+        if serde_json::to_writer_pretty(&mut *out, &headers).is_err() {
+            out.extend_from_slice(b"(headers could not be formatted)");
+        }
+        out.extend_from_slice(b"\n\nPayload:\n");
+        let start = out.len();
+        let written = match &event.payload {
+            Payload::Json(v) => serde_json::to_writer_pretty(
+                &mut *out,
+                &ValueView {
+                    v,
+                    depth: 0,
+                    o,
+                },
+            )
+            .is_ok(),
+            Payload::Blob(b) => {
+                let _ = write!(
+                    out,
+                    "(blob, {} bytes, base64)\n{}",
+                    b.len(),
+                    Base64Display::new(&b[..b.len().min(MAX_BLOB_BYTES)], &STANDARD)
+                );
+                true
+            }
+        };
+        if !written {
+            out.truncate(start);
+            out.extend_from_slice(b"(payload could not be formatted)");
+        }
+        if cap_chars(out, start, MAX_FIELD_CHARS)
+            || matches!(&event.payload, Payload::Blob(b) if b.len() > MAX_BLOB_BYTES)
+        {
+            out.push(b'\n');
+            out.extend_from_slice(TRUNCATED.as_bytes());
+        }
+        let _ = writeln!(out, "\n{RULE}");
+    }
+}
+
+/// Cut `out[start..]` to at most `max` characters; true if something was cut.
+fn cap_chars(out: &mut Vec<u8>, start: usize, max: usize) -> bool {
+    let Some(tail) = out.get(start..) else {
+        return false;
+    };
+    if tail.len() <= max {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(tail) else {
+        return false;
+    };
+    match text.char_indices().nth(max) {
+        Some((i, _)) => {
+            out.truncate(start + i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether a header or key name is sensitive (contains-match, case-insensitive).
+fn is_sensitive(name: &str) -> bool {
+    if name.is_ascii() {
+        matches_sensitive(name.as_bytes())
+    } else {
+        // Unicode lower-casing can produce ASCII (KELVIN SIGN -> k), as Python's lower() does.
+        matches_sensitive(name.to_lowercase().as_bytes())
+    }
+}
+
+fn matches_sensitive(name: &[u8]) -> bool {
+    SENSITIVE.iter().any(|word| contains_ignore_case(name, word.as_bytes()))
+}
+
+/// `needle` must be lower-case ASCII.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    hay.len() >= needle.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Opts {
+    redact: bool,
+    sanitize: bool,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    received_at: Timestamp,
+    namespace: Option<Text<'a>>,
+    webhook_id: Text<'a>,
+    headers: HeadersView<'a>,
+    payload: PayloadView<'a>,
+}
+
+/// RFC 3339 UTC with milliseconds; out-of-range clocks are clamped (the formatter refuses them).
+struct Timestamp(SystemTime);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: Duration = Duration::from_secs(253_402_300_799);
+        let t = match self.0.duration_since(UNIX_EPOCH) {
+            Ok(d) if d <= MAX => self.0,
+            Ok(_) => UNIX_EPOCH + MAX,
+            Err(_) => UNIX_EPOCH,
+        };
+        fmt::Display::fmt(&humantime::format_rfc3339_millis(t), f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A string, sanitized when the options say so. Clean strings (the usual case) are written as is.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    s: &'a str,
+    sanitize: bool,
+}
+
+impl<'a> Text<'a> {
+    fn new(s: &'a str, o: Opts) -> Self {
+        Self {
+            s,
+            sanitize: o.sanitize,
+        }
+    }
+
+    fn is_clean(&self) -> bool {
+        !self.sanitize
+            || (self.s.len() <= MAX_FIELD_CHARS
+                && self
+                    .s
+                    .bytes()
+                    .all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f))
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_clean() {
+            return f.write_str(self.s);
+        }
+        for (i, c) in self.s.chars().enumerate() {
+            if i == MAX_FIELD_CHARS {
+                return f.write_str(TRUNCATED);
+            }
+            match c {
+                '\r' | '\n' => f.write_str("[NL]")?,
+                '\t' => f.write_str("\t")?,
+                c if c < ' ' || c == '\x7f' => f.write_str("[CTRL]")?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.is_clean() {
+            s.serialize_str(self.s)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+struct HeadersView<'a> {
+    headers: &'a [(String, String)],
+    o: Opts,
+}
+
+impl Serialize for HeadersView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.headers.len()))?;
+        for (name, value) in self.headers {
+            let key = Text::new(name, self.o);
+            if self.o.redact && is_sensitive(name) {
+                map.serialize_entry(&key, REDACTED)?;
+            } else {
+                map.serialize_entry(&key, &Text::new(value, self.o))?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct PayloadView<'a> {
+    payload: &'a Payload,
+    o: Opts,
+}
+
+impl Serialize for PayloadView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.payload {
+            Payload::Json(v) => ValueView {
+                v,
+                depth: 0,
+                o: self.o,
+            }
+            .serialize(s),
+            Payload::Blob(b) => {
+                let shown = &b[..b.len().min(MAX_BLOB_BYTES)];
+                let mut st = s.serialize_struct("Blob", 3)?;
+                st.serialize_field("length", &b.len())?;
+                st.serialize_field("truncated", &(shown.len() < b.len()))?;
+                st.serialize_field("base64", &B64(shown))?;
+                st.end()
+            }
+        }
+    }
+}
+
+struct B64<'a>(&'a [u8]);
+
+impl Serialize for B64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Base64Display::new(self.0, &STANDARD))
+    }
+}
+
+/// A JSON value serialized with redaction (and sanitizing), without copying it.
+struct ValueView<'a> {
+    v: &'a Value,
+    depth: usize,
+    o: Opts,
+}
+
+impl Serialize for ValueView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.o.sanitize && self.depth > MAX_DEPTH {
+            return s.serialize_str(DEPTH_EXCEEDED);
+        }
+        match self.v {
+            Value::Object(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    let key = Text::new(k, self.o);
+                    if self.o.redact && is_sensitive(k) {
+                        map.serialize_entry(&key, REDACTED)?;
+                    } else {
+                        map.serialize_entry(&key, &self.child(v))?;
+                    }
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&self.child(v))?;
+                }
+                seq.end()
+            }
+            Value::String(text) => Text::new(text, self.o).serialize(s),
+            other => other.serialize(s),
+        }
+    }
+}
+
+impl<'a> ValueView<'a> {
+    fn child(&self, v: &'a Value) -> ValueView<'a> {
+        ValueView {
+            v,
+            depth: self.depth + 1,
+            o: self.o,
+        }
+    }
+}
+
+/// Messages to the writer thread.
+enum Msg {
+    Line(Vec<u8>),
+    /// Answered once every line queued before it is written and flushed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Queue depth of the writer: enough to absorb bursts, small enough to bound memory.
+const QUEUE_LINES: usize = 16 * 1024;
+/// Write out at least this often while draining a long queue.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// The process's single stdout writer: one thread owning the output, fed by a bounded channel.
+/// Clones share the thread, which ends when the last clone is dropped.
+#[derive(Clone)]
+pub(crate) struct LogWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl LogWriter {
+    /// The writer for the real stdout.
+    pub(crate) fn stdout() -> io::Result<Self> {
+        Self::spawn(Box::new(StdoutTarget))
+    }
+
+    pub(crate) fn spawn(target: Box<dyn Write + Send>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        std::thread::Builder::new()
+            .name("cwm-log-writer".into())
+            .spawn(move || write_loop(rx, target))?;
+        Ok(Self { tx })
+    }
+
+    async fn send(&self, line: Vec<u8>) -> Result<(), SinkError> {
+        self.tx
+            .send(Msg::Line(line))
+            .await
+            .map_err(|_| SinkError::Unavailable("log writer stopped".into()))
+    }
+
+    /// Wait until everything queued so far is on stdout.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    let mut reported = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(line) => batch.extend_from_slice(&line),
+                Msg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() < MAX_BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+                // stdout is gone (closed pipe): say so once, keep draining so senders never hang.
+                if !reported {
+                    eprintln!("cwm: log sink cannot write to stdout: {e}");
+                    reported = true;
+                }
+            }
+            batch.clear();
+            if batch.capacity() > 2 * MAX_BATCH_BYTES {
+                batch.shrink_to(64 * 1024);
+            }
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Stdout, locked once per batch so other writers (a tracing layer) interleave only between
+/// batches and never wait on this thread for long.
+struct StdoutTarget;
+
+impl Write for StdoutTarget {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stdout().lock().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        io::stdout().lock().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().lock().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    fn event(payload: Payload, headers: &[(&str, &str)]) -> Event {
+        Event {
+            namespace: Some("ns".into()),
+            webhook_id: "hook".into(),
+            payload,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    fn line(format: LogFormat, ev: &Event) -> Value {
+        let mut out = Vec::new();
+        format.render(ev, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    const STD: LogFormat = LogFormat {
+        pretty: false,
+        redact: true,
+    };
+
+    #[test]
+    fn standard_line_redacts_headers_and_keys() {
+        let ev = event(
+            Payload::Json(json!({
+                "user": "bob",
+                "Password": "p",
+                "nested": {"apiKey": "k", "my_api_key": "k2", "ok": 1, "SessionId": "s"},
+                "auth": {"inner": "v"},
+                "list": [{"credit-card": "4111"}, 2],
+                "monkey": "banana"
+            })),
+            &[
+                ("authorization", "Bearer x"),
+                ("x-api-key", "k"),
+                ("x_auth_token", "t"),
+                ("cookie", "c"),
+                ("content-type", "application/json"),
+            ],
+        );
+        let v = line(STD, &ev);
+        assert_eq!(v["received_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["namespace"], "ns");
+        assert_eq!(v["webhook_id"], "hook");
+        assert_eq!(
+            v["headers"],
+            json!({"authorization":REDACTED,"x-api-key":REDACTED,"x_auth_token":REDACTED,"cookie":REDACTED,"content-type":"application/json"})
+        );
+        assert_eq!(
+            v["payload"],
+            json!({
+                "user": "bob",
+                "Password": REDACTED,
+                "nested": {"apiKey": REDACTED, "my_api_key": REDACTED, "ok": 1, "SessionId": REDACTED},
+                "auth": REDACTED,
+                "list": [{"credit-card": REDACTED}, 2],
+                "monkey": "banana"
+            })
+        );
+        let plain = line(
+            LogFormat {
+                pretty: false,
+                redact: false,
+            },
+            &ev,
+        );
+        assert_eq!(plain["headers"]["authorization"], "Bearer x");
+        assert_eq!(plain["payload"]["Password"], "p");
+    }
+
+    #[test]
+    fn standard_line_sanitizes() {
+        let mut deep = json!("bottom");
+        for _ in 0..12 {
+            deep = json!({ "d": deep });
+        }
+        let long = "x".repeat(MAX_FIELD_CHARS + 5);
+        let ev = event(
+            Payload::Json(json!({"msg": "a\r\nb\u{1}c\td\u{7f}", "long": long, "deep": deep, "n": null, "f": 1.5})),
+            &[("x-note", "line1\nline2")],
+        );
+        let v = line(STD, &ev);
+        assert_eq!(v["payload"]["msg"], "a[NL][NL]b[CTRL]c\td[CTRL]");
+        let cut = v["payload"]["long"].as_str().unwrap();
+        assert_eq!(cut.len(), MAX_FIELD_CHARS + TRUNCATED.len());
+        assert!(cut.ends_with(TRUNCATED));
+        assert_eq!(v["headers"]["x-note"], "line1[NL]line2");
+        assert_eq!(v["payload"]["n"], Value::Null);
+        assert_eq!(v["payload"]["f"], 1.5);
+        // Top level is depth 0, so the value at depth 11 is replaced.
+        let mut cur = &v["payload"]["deep"];
+        for _ in 0..9 {
+            cur = &cur["d"];
+        }
+        assert_eq!(cur["d"], DEPTH_EXCEEDED);
+    }
+
+    #[test]
+    fn blob_is_base64_with_length() {
+        let ev = event(Payload::Blob(Bytes::from_static(b"\x00\xffhi\n")), &[]);
+        let v = line(STD, &ev);
+        assert_eq!(
+            v["payload"],
+            json!({"length":5,"truncated":false,"base64":"AP9oaQo="})
+        );
+        let big = Bytes::from(vec![7u8; MAX_BLOB_BYTES + 1]);
+        let v = line(STD, &event(Payload::Blob(big), &[]));
+        assert_eq!(v["payload"]["truncated"], true);
+        assert_eq!(
+            v["payload"]["base64"].as_str().unwrap().len(),
+            MAX_FIELD_CHARS
+        );
+        assert_eq!(v["payload"]["length"], MAX_BLOB_BYTES + 1);
+    }
+
+    #[test]
+    fn pretty_block() {
+        let f = LogFormat {
+            pretty: true,
+            redact: true,
+        };
+        let ev = event(
+            Payload::Json(json!({"token":"t","text":"é\nz"})),
+            &[("authorization", "x"), ("accept", "*/*")],
+        );
+        let mut out = Vec::new();
+        f.render(&ev, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(&format!("{RULE}\nWEBHOOK RECEIVED\n{RULE}\nWebhook: ns/hook\n")));
+        assert!(text.contains("Received: 2023-11-14T22:13:20.123Z\n"));
+        assert!(text.contains(
+            "\nHeaders:\n{\n  \"authorization\": \"[REDACTED]\",\n  \"accept\": \"*/*\"\n}\n"
+        ));
+        assert!(text.contains("\nPayload:\n{\n  \"token\": \"[REDACTED]\",\n  \"text\": \"é\\nz\"\n}\n"));
+        assert!(text.ends_with(&format!("}}\n{RULE}\n")));
+
+        let ev = event(Payload::Json(json!(["y".repeat(MAX_FIELD_CHARS)])), &[]);
+        let mut out = Vec::new();
+        f.render(&ev, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with(&format!("yyy\n{TRUNCATED}\n{RULE}\n")));
+    }
+
+    #[test]
+    fn sensitive_matching() {
+        for name in ["X-Api-Key", "api_key", "DB_URL", "set-cookie", "author", "TO\u{212A}EN"] {
+            assert!(is_sensitive(name), "{name}");
+        }
+        for name in ["content-type", "user", "x-request-id", "monkey", ""] {
+            assert!(!is_sensitive(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_clock_is_clamped() {
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(Timestamp(before).to_string(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn sink_queues_to_one_writer_and_flushes() {
+        let cap = Capture::default();
+        let ctx = ModuleContext::with_log_target(Box::new(cap.clone()));
+        let cfg = WebhookConfig::from_value(json!({"module":"log"}), &|_: &str| None).unwrap();
+        let a = factory(&cfg, &ctx).unwrap();
+        let b = factory(&cfg, &ctx).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let sink = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                sink.deliver(&event(Payload::Json(json!({ "i": i })), &[]))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        a.shutdown().await;
+        let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        let mut seen: Vec<i64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["payload"]["i"].as_i64().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        ctx.shutdown().await;
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cwm_config::names::is_valid_module_name;
 use cwm_config::{Compiler, RetryPolicy, WebhookConfig};
 
+use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
 use crate::sink::Sink;
 
@@ -19,6 +20,8 @@ pub struct CompiledWebhook {
     pub config: WebhookConfig,
     pub sink: Arc<dyn Sink>,
     pub retry: Option<RetryPolicy>,
+    /// What sinks must not see (credential_cleanup).
+    pub cleanup: CredentialCleanup,
 }
 
 impl std::fmt::Debug for CompiledWebhook {
@@ -90,12 +93,14 @@ impl Compiler for Registry {
         if config.chain().is_some() {
             return Err("'chain' is not supported by this version of cwm".into());
         }
+        let cleanup = CredentialCleanup::from_config(&config)?;
         let sink = self.build(&config)?;
         let retry = config.retry_policy();
         Ok(CompiledWebhook {
             config,
             sink,
             retry,
+            cleanup,
         })
     }
 }

@@ -1,0 +1,61 @@
+# cwm: `make run` starts the receiver on port 8000 with the example config; `make test` installs
+# what the tests need (Debian packages) and runs every test; `make bench` prints the benchmarks.
+
+CARGO   ?= cargo
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+PORT    ?= 8000
+WEBHOOKS_CONFIG_FILE    ?= config/examples/webhooks.json
+CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
+
+.PHONY: run test bench build lint fmt scenario deps-build deps-test deps-bench clean
+
+# Install Debian packages whose command is missing: $(call need,<command>,<package>)
+define need
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  echo ">> installing $(2) (provides $(1))"; \
+	  $(APT) install -y -qq $(2) >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq $(2); }; }
+endef
+
+deps-build:
+	$(call need,protoc,protobuf-compiler)
+	$(call need,cc,build-essential)
+
+deps-test: deps-build
+	$(call need,etcd,etcd-server)
+	$(call need,etcdctl,etcd-client)
+	$(call need,curl,curl)
+
+deps-bench: deps-test
+	$(call need,wrk,wrk)
+
+run: deps-build
+	PORT=$(PORT) WEBHOOKS_CONFIG_FILE=$(WEBHOOKS_CONFIG_FILE) CONNECTIONS_CONFIG_FILE=$(CONNECTIONS_CONFIG_FILE) \
+	  $(CARGO) run --release --locked -p cwm-receiver
+
+build: deps-build
+	$(CARGO) build --locked --workspace --bins
+
+lint: deps-build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Unit tests, component tests against real servers, black-box tests of the built binaries,
+# then the lint gate and the etcd scenario script.
+test: deps-test build
+	$(CARGO) test --locked --workspace
+	$(MAKE) lint
+	$(MAKE) scenario
+
+scenario: deps-test build
+	bash docker/scenario/05_etcd_namespaces/run_local.sh
+
+bench: deps-bench
+	bash bench/run.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,153 @@
+//! `GET /admin/config-status` and `POST /admin/reload-config`, behind CONFIG_RELOAD_ADMIN_TOKEN.
+//!
+//! Unlike the upstream, authentication runs first, so an unauthenticated caller learns nothing
+//! about the state, and the body's booleans must be booleans (`"false"` is not true).
+
+use cwm_config::{Diff, ReloadRequest, snapshot::now_rfc3339};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Value, json};
+
+use crate::{Inner, RequestBody};
+use crate::auth::{AdminDenied, check_admin};
+use crate::response::{self, Body};
+
+/// Admin request bodies are tiny; anything larger is refused.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+fn authorize<B>(inner: &Inner, req: &Request<B>) -> Result<(), Response<Body>> {
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    check_admin(inner.settings.admin_token.as_deref(), header).map_err(|denied| match denied {
+        AdminDenied::Disabled => response::detail(
+            StatusCode::FORBIDDEN,
+            "Admin API disabled. Set CONFIG_RELOAD_ADMIN_TOKEN environment variable.",
+        ),
+        AdminDenied::Unauthorized(msg) => response::detail(StatusCode::UNAUTHORIZED, msg),
+    })
+}
+
+pub(crate) fn config_status<B>(inner: &Inner, req: &Request<B>) -> Response<Body> {
+    if let Err(r) = authorize(inner, req) {
+        return r;
+    }
+    let status = inner.provider.status();
+    let watching = status
+        .details
+        .get("file_watching_enabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    response::json(
+        StatusCode::OK,
+        &json!({
+            "last_reload": status.last_reload,
+            "reload_in_progress": false,
+            "webhooks_count": status.total_webhooks,
+            "connections_count": status.connections_count,
+            "connection_pools": {"active": 0, "deprecated": 0},
+            "pool_details": {},
+            "file_watching_enabled": watching,
+            "provider": status,
+        }),
+    )
+}
+
+fn flag(body: &serde_json::Map<String, Value>, key: &str, default: bool) -> Result<bool, String> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("'{key}' must be a boolean")),
+    }
+}
+
+fn diff_details(kind: &str, d: &Diff) -> Value {
+    json!({
+        format!("{kind}_added"): d.added,
+        format!("{kind}_removed"): d.removed,
+        format!("{kind}_modified"): d.modified,
+        format!("total_{kind}"): d.total,
+        format!("{kind}_rejected"): d.rejected,
+    })
+}
+
+pub(crate) async fn reload<B>(inner: &Inner, req: Request<B>) -> Response<Body>
+where
+    B: RequestBody,
+{
+    if let Err(r) = authorize(inner, &req) {
+        return r;
+    }
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => return response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+    };
+    // A missing, non-JSON or non-object body means "reload both", as upstream.
+    let opts = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let parsed = (|| {
+        Ok::<_, String>((
+            flag(&opts, "reload_webhooks", true)?,
+            flag(&opts, "reload_connections", true)?,
+            flag(&opts, "validate_only", false)?,
+        ))
+    })();
+    let (webhooks, connections, validate_only) = match parsed {
+        Ok(t) => t,
+        Err(msg) => return response::detail(StatusCode::BAD_REQUEST, &msg),
+    };
+    if validate_only {
+        return response::json(
+            StatusCode::OK,
+            &json!({"status": "validation_not_implemented", "message": "Validate-only mode is provided by `cwmctl validate`"}),
+        );
+    }
+    if !webhooks && !connections {
+        return response::json(
+            StatusCode::OK,
+            &json!({"status": "error", "error": "No reload operation specified"}),
+        );
+    }
+    match inner
+        .provider
+        .reload(ReloadRequest {
+            webhooks,
+            connections,
+        })
+        .await
+    {
+        Ok(report) => {
+            let mut details = serde_json::Map::new();
+            if let Some(d) = &report.webhooks {
+                details.insert("webhooks".into(), diff_details("webhooks", d));
+            }
+            if let Some(d) = &report.connections {
+                details.insert("connections".into(), diff_details("connections", d));
+            }
+            response::json(
+                StatusCode::OK,
+                &json!({
+                    "status": "success",
+                    "reloaded": {"webhooks": webhooks, "connections": connections},
+                    "details": details,
+                    "timestamp": now_rfc3339(),
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin reload failed; previous configuration kept");
+            response::json(
+                StatusCode::BAD_REQUEST,
+                &json!({
+                    "status": "error",
+                    "error": "Processing error occurred in reload_config",
+                    "details": null,
+                    "timestamp": now_rfc3339(),
+                }),
+            )
+        }
+    }
+}

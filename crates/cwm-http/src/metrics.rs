@@ -1,0 +1,109 @@
+//! `GET /metrics` in Prometheus/OpenMetrics text (DECISIONS O1).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use cwm_config::{BackendState, ProviderStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// `id` or `namespace/id`; empty for requests that matched no webhook (bounded cardinality).
+    webhook: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    module: &'static str,
+    outcome: &'static str,
+}
+
+type HistogramFamily = Family<SinkLabels, Histogram, fn() -> Histogram>;
+
+/// Request and delivery metrics. Config metrics are read from the provider at scrape time.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    sink_latency: HistogramFamily,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "cwm_http_requests",
+            "Webhook requests by webhook and HTTP status",
+            requests.clone(),
+        );
+        let sink_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "cwm_sink_delivery_seconds",
+            "Time a sink took to accept an event, by module and outcome",
+            sink_latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            sink_latency,
+        }
+    }
+
+    pub fn request(&self, webhook: String, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { webhook, status })
+            .inc();
+    }
+
+    pub fn delivery(&self, module: &'static str, ok: bool, took: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.sink_latency
+            .get_or_create(&SinkLabels { module, outcome })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The full exposition: registered metrics, then the config backend's gauges.
+    pub fn render(&self, status: &ProviderStatus, state: BackendState, queued: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        let body_end = out.rfind("# EOF").unwrap_or(out.len());
+        out.truncate(body_end);
+        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
+            let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n");
+        };
+        let connected = i64::from(status.backend == "etcd" && state == BackendState::Healthy);
+        gauge(&mut out, "cwm_config_etcd_connected", "1 when the etcd watch is established (always 0 for the file backend)", connected);
+        gauge(&mut out, "cwm_config_loaded", "1 once the first full configuration load completed", i64::from(state != BackendState::Connecting));
+        gauge(&mut out, "cwm_config_revision", "etcd revision the served configuration reflects", status.revision);
+        gauge(&mut out, "cwm_config_webhooks", "Webhooks being served", status.total_webhooks as i64);
+        gauge(&mut out, "cwm_config_connections", "Connections loaded", status.connections_count as i64);
+        gauge(&mut out, "cwm_config_rejected_keys", "Config entries rejected by validation", status.rejected.len() as i64);
+        gauge(&mut out, "cwm_receive_queue_depth", "Events accepted with ack=receive and not yet delivered", queued as i64);
+        out.push_str("# HELP cwm_config_resyncs Full configuration re-lists, by reason.\n# TYPE cwm_config_resyncs counter\n");
+        for (reason, n) in &status.resyncs {
+            let reason: String = reason.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let _ = writeln!(out, "cwm_config_resyncs_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,245 @@
+//! The webhook request path: `POST /webhook/{id}` and `POST /webhook/{namespace}/{id}`.
+//!
+//! Order (pipeline.md 2.1 as amended by DECISIONS H2-H5): namespace, config loaded, id, lookup,
+//! declared size, authorization, header limits, streamed body with its limit, decoding, credential
+//! cleanup, delivery. Nothing here awaits the config backend: the lookup is a snapshot load.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use cwm_config::names::{is_valid_namespace, validate_webhook_id};
+use cwm_config::{Ack, BackendState, DataType, RetryPolicy};
+use cwm_modules::{CompiledWebhook, Event, Payload, Sink, SinkError};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use crate::response::{self, Body};
+use crate::{Inner, RequestBody, json};
+
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 8192;
+
+/// The outcome of one webhook request: the response and the metrics label of the webhook.
+pub(crate) struct Outcome {
+    pub response: Response<Body>,
+    /// `id` or `namespace/id` once a webhook matched; empty otherwise (bounded label set).
+    pub label: String,
+}
+
+fn fail(status: StatusCode, msg: &str) -> Outcome {
+    Outcome {
+        response: response::detail(status, msg),
+        label: String::new(),
+    }
+}
+
+pub(crate) async fn handle<B>(
+    inner: &Arc<Inner>,
+    req: Request<B>,
+    namespace: Option<String>,
+    id: String,
+) -> Outcome
+where
+    B: RequestBody,
+{
+    if let Some(ns) = &namespace {
+        if !is_valid_namespace(ns) {
+            return fail(StatusCode::BAD_REQUEST, "Invalid namespace format");
+        }
+    }
+    if inner.provider.state() == BackendState::Connecting {
+        return Outcome {
+            response: response::unavailable("configuration not loaded", inner.settings.retry_after_seconds),
+            label: String::new(),
+        };
+    }
+    if let Err(e) = validate_webhook_id(&id) {
+        return fail(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let hook: Arc<CompiledWebhook> = {
+        let snap = inner.provider.snapshot();
+        match snap.webhook(namespace.as_deref(), &id) {
+            Some(h) => h.clone(),
+            None => return fail(StatusCode::NOT_FOUND, "Webhook ID not found"),
+        }
+    };
+    let label = match &namespace {
+        Some(ns) => format!("{ns}/{id}"),
+        None => id.clone(),
+    };
+    let response = deliver_request(inner, req, hook, namespace, id).await;
+    Outcome { response, label }
+}
+
+async fn deliver_request<B>(
+    inner: &Arc<Inner>,
+    req: Request<B>,
+    hook: Arc<CompiledWebhook>,
+    namespace: Option<String>,
+    id: String,
+) -> Response<Body>
+where
+    B: RequestBody,
+{
+    let max = inner.settings.max_payload_bytes;
+    let (parts, body) = req.into_parts();
+    if let Some(len) = declared_length(&parts.headers) {
+        if len > max as u64 {
+            return too_large(Some(len), max);
+        }
+    }
+    if let Some(expected) = &hook.config.authorization {
+        let header = parts.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Err(msg) = crate::auth::check_webhook(expected, header) {
+            return response::detail(StatusCode::UNAUTHORIZED, &msg);
+        }
+    }
+    let mut headers = match collect_headers(&parts.headers) {
+        Ok(h) => h,
+        Err(msg) => return response::detail(StatusCode::BAD_REQUEST, &msg),
+    };
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(None, max),
+        Err(e) => {
+            tracing::debug!(error = %e, "request body could not be read");
+            return response::detail(StatusCode::BAD_REQUEST, "Failed to read request body");
+        }
+    };
+    let payload = match hook.config.data_type {
+        DataType::Blob => Payload::Blob(bytes),
+        DataType::Json => {
+            let ct = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            match json::parse(&bytes, ct) {
+                Ok(mut v) => {
+                    hook.cleanup.clean_payload(&mut v);
+                    Payload::Json(v)
+                }
+                Err(e) => return response::detail(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+    };
+    hook.cleanup.clean_headers(&mut headers);
+    let event = Event {
+        namespace: namespace.map(Into::into),
+        webhook_id: id.into(),
+        payload,
+        headers,
+        received_at: SystemTime::now(),
+    };
+    match hook.config.ack {
+        Ack::Delivery => {
+            let deadline = tokio::time::Instant::now() + inner.settings.delivery_timeout;
+            match deliver(inner, &*hook.sink, &event, hook.retry.as_ref(), deadline).await {
+                Ok(()) => response::ok(),
+                Err(e) => {
+                    tracing::warn!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "delivery failed; sender asked to retry");
+                    response::unavailable(
+                        "Delivery failed, please retry later",
+                        inner.settings.retry_after_seconds,
+                    )
+                }
+            }
+        }
+        Ack::Receive => enqueue(inner, hook, event),
+    }
+}
+
+/// `"ack": "receive"`: answer now, deliver in the background, 503 when the queue is full.
+fn enqueue(inner: &Arc<Inner>, hook: Arc<CompiledWebhook>, event: Event) -> Response<Body> {
+    let Ok(permit) = inner.queue.clone().try_acquire_owned() else {
+        return response::unavailable("Queue full, please retry later", inner.settings.retry_after_seconds);
+    };
+    let this = inner.clone();
+    inner.tasks.spawn(async move {
+        let deadline = tokio::time::Instant::now() + this.settings.delivery_timeout;
+        if let Err(e) = deliver(&this, &*hook.sink, &event, hook.retry.as_ref(), deadline).await {
+            tracing::error!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "queued event could not be delivered and is dropped");
+        }
+        drop(permit);
+    });
+    response::ok()
+}
+
+/// Deliver with the webhook's retry policy, inside `deadline` (DECISIONS M4).
+async fn deliver(
+    inner: &Inner,
+    sink: &dyn Sink,
+    event: &Event,
+    retry: Option<&RetryPolicy>,
+    deadline: tokio::time::Instant,
+) -> Result<(), SinkError> {
+    let attempts = retry.map_or(1, |r| r.max_attempts);
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        let result = match tokio::time::timeout_at(deadline, sink.deliver(event)).await {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::Timeout),
+        };
+        inner.metrics.delivery(sink.module(), result.is_ok(), started.elapsed());
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let Some(policy) = retry.filter(|_| err.retryable() && attempt < attempts) else {
+            return Err(err);
+        };
+        let delay = (policy.initial_delay * policy.backoff_multiplier.powi(attempt as i32 - 1))
+            .min(policy.max_delay);
+        let wake = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(delay);
+        if wake >= deadline {
+            return Err(err);
+        }
+        tokio::time::sleep_until(wake).await;
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn too_large(len: Option<u64>, max: usize) -> Response<Body> {
+    let msg = match len {
+        Some(n) => format!("Payload too large: {n} bytes (max: {max})"),
+        None => format!("Payload too large (max: {max} bytes)"),
+    };
+    response::detail(StatusCode::PAYLOAD_TOO_LARGE, &msg)
+}
+
+/// Lower-case names (hyper already lower-cases), last occurrence wins, with the upstream limits.
+fn collect_headers(map: &HeaderMap) -> Result<Vec<(String, String)>, String> {
+    let n = map.keys_len();
+    if n > MAX_HEADERS {
+        return Err(format!("Too many headers: {n} (max: {MAX_HEADERS})"));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut total = 0;
+    for name in map.keys() {
+        let Some(value) = map.get_all(name).iter().next_back() else {
+            continue;
+        };
+        let v = value.as_bytes();
+        if v.contains(&0) || contains_line_separator(v) {
+            return Err("Invalid header value: contains forbidden character".into());
+        }
+        total += name.as_str().len() + v.len();
+        out.push((name.as_str().to_owned(), String::from_utf8_lossy(v).into_owned()));
+    }
+    if total > MAX_HEADER_BYTES {
+        return Err(format!("Headers too large: {total} bytes (max: {MAX_HEADER_BYTES})"));
+    }
+    Ok(out)
+}
+
+/// U+2028 / U+2029 in UTF-8.
+fn contains_line_separator(v: &[u8]) -> bool {
+    v.windows(3).any(|w| w[0] == 0xE2 && w[1] == 0x80 && (w[2] == 0xA8 || w[2] == 0xA9))
+}

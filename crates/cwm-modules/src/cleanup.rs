@@ -1,0 +1,167 @@
+//! Credential cleanup (pipeline.md 2.6): what sinks receive has credentials masked or removed,
+//! unless a webhook turns it off with `"credential_cleanup": {"enabled": false}`.
+
+use serde_json::Value;
+
+use cwm_config::WebhookConfig;
+
+const MASK: &str = "***REDACTED***";
+const MAX_DEPTH: usize = 100;
+
+const DEFAULT_FIELDS: &[&str] = &[
+    "password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_token",
+    "refresh_token", "authorization", "auth", "credential", "credentials", "private_key",
+    "privatekey", "api_secret", "client_secret", "bearer", "x-api-key", "x-auth-token",
+    "x-access-token", "session_id", "sessionid", "session_token", "csrf_token", "csrf",
+    "oauth_token", "oauth_secret", "consumer_secret", "token_secret",
+];
+const CONTAINS: &[&str] = &["password", "secret", "token", "key", "credential", "auth"];
+
+/// The parsed `credential_cleanup` setting of one webhook, built once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialCleanup {
+    enabled: bool,
+    remove: bool,
+    extra_fields: Vec<String>,
+}
+
+impl CredentialCleanup {
+    /// Read `credential_cleanup` from a webhook config; on by default, mask mode.
+    pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
+        let mut c = Self {
+            enabled: true,
+            remove: false,
+            extra_fields: Vec::new(),
+        };
+        let Some(v) = config.extra.get("credential_cleanup") else {
+            return Ok(c);
+        };
+        let Some(obj) = v.as_object() else {
+            return if v.is_null() {
+                Ok(c)
+            } else {
+                Err("'credential_cleanup' must be an object".into())
+            };
+        };
+        if let Some(e) = obj.get("enabled") {
+            c.enabled = e
+                .as_bool()
+                .ok_or("'credential_cleanup.enabled' must be a boolean")?;
+        }
+        if let Some(m) = obj.get("mode") {
+            c.remove = match m.as_str().map(str::to_ascii_lowercase).as_deref() {
+                Some("mask") => false,
+                Some("remove") => true,
+                _ => return Err("'credential_cleanup.mode' must be \"mask\" or \"remove\"".into()),
+            };
+        }
+        if let Some(Value::Array(fields)) = obj.get("fields") {
+            c.extra_fields = fields
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect();
+        }
+        Ok(c)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether a field or header name is a credential.
+    pub fn is_credential(&self, name: &str) -> bool {
+        let n = name.trim().to_ascii_lowercase();
+        DEFAULT_FIELDS.contains(&n.as_str())
+            || self.extra_fields.iter().any(|f| *f == n)
+            || CONTAINS.iter().any(|c| n.contains(c))
+            || (n.starts_with("x-")
+                && (n.ends_with("-key") || n.ends_with("-token") || n.ends_with("-secret")))
+    }
+
+    /// Clean a JSON payload in place. Objects under a credential key are recursed into, not masked.
+    pub fn clean_payload(&self, value: &mut Value) {
+        if self.enabled {
+            self.walk(value, 0);
+        }
+    }
+
+    fn walk(&self, value: &mut Value, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                if self.remove {
+                    map.retain(|k, v| v.is_object() || v.is_array() || !self.is_credential(k));
+                }
+                for (k, v) in map.iter_mut() {
+                    if v.is_object() || v.is_array() {
+                        self.walk(v, depth + 1);
+                    } else if self.is_credential(k) {
+                        *v = Value::String(MASK.into());
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.walk(v, depth + 1)),
+            _ => {}
+        }
+    }
+
+    /// Clean request headers in place.
+    pub fn clean_headers(&self, headers: &mut Vec<(String, String)>) {
+        if !self.enabled {
+            return;
+        }
+        if self.remove {
+            headers.retain(|(k, _)| !self.is_credential(k));
+        } else {
+            for (k, v) in headers.iter_mut() {
+                if self.is_credential(k) {
+                    *v = MASK.into();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cleanup(v: Value) -> CredentialCleanup {
+        let cfg = WebhookConfig::from_value(v, &|_: &str| None).unwrap();
+        CredentialCleanup::from_config(&cfg).unwrap()
+    }
+
+    #[test]
+    fn masks_by_default() {
+        let c = cleanup(json!({"module":"log"}));
+        let mut p = json!({"user":"bob","password":"x","nested":{"api_key":"k","ok":1},"tokens":[{"secret":"s"}],"auth":{"inner":"v"}});
+        c.clean_payload(&mut p);
+        assert_eq!(
+            p,
+            json!({"user":"bob","password":MASK,"nested":{"api_key":MASK,"ok":1},"tokens":[{"secret":MASK}],"auth":{"inner":"v"}})
+        );
+        let mut h = vec![("authorization".into(), "Bearer x".into()), ("x-custom-key".into(), "k".into()), ("accept".into(), "*/*".into())];
+        c.clean_headers(&mut h);
+        assert_eq!(h[0].1, MASK);
+        assert_eq!(h[1].1, MASK);
+        assert_eq!(h[2].1, "*/*");
+    }
+
+    #[test]
+    fn remove_mode_extra_fields_and_off() {
+        let c = cleanup(json!({"credential_cleanup":{"mode":"REMOVE","fields":["ssn"]}}));
+        let mut p = json!({"ssn":"1","name":"n","password":"p"});
+        c.clean_payload(&mut p);
+        assert_eq!(p, json!({"name":"n"}));
+        let off = cleanup(json!({"credential_cleanup":{"enabled":false}}));
+        let mut p = json!({"password":"p"});
+        off.clean_payload(&mut p);
+        assert_eq!(p, json!({"password":"p"}));
+        let cfg = WebhookConfig::from_value(json!({"credential_cleanup":{"mode":"zap"}}), &|_: &str| None).unwrap();
+        assert!(CredentialCleanup::from_config(&cfg).is_err());
+    }
+}
