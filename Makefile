@@ -52,7 +52,7 @@ scenario: deps-test build
 	bash docker/scenario/05_etcd_namespaces/run_local.sh
 
 bench: deps-bench
-	bash bench/run.sh
+	bash tests/bench/run.sh
 
 fmt:
 	$(CARGO) fmt --all

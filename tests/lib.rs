@@ -140,7 +140,10 @@ impl Receiver {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "cwm-receiver did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "cwm-receiver did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,14 +153,25 @@ impl Receiver {
     }
 
     pub fn post(&self, path: &str, body: &str) -> Reply {
-        self.request("POST", path, &[("content-type", "application/json")], Some(body.as_bytes()))
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
     }
 
     pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         self.request("POST", path, headers, Some(body.as_bytes()))
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -193,7 +207,11 @@ impl Receiver {
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Open a raw connection (for tests that control the body's pace).
@@ -225,7 +243,8 @@ pub fn read_reply(stream: &mut TcpStream) -> Reply {
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
                 })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
@@ -240,11 +259,19 @@ pub fn read_reply(stream: &mut TcpStream) -> Reply {
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .collect();
                 let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return Reply { status, headers, body };
+                return Reply {
+                    status,
+                    headers,
+                    body,
+                };
             }
         }
         let n = stream.read(&mut chunk).expect("read response");
-        assert!(n > 0, "connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before a full response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }

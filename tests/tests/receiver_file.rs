@@ -1,4 +1,5 @@
 //! Black-box tests of `cwm-receiver` with the file backend: the real binary, real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,7 +18,10 @@ const WEBHOOKS: &str = r#"{
 fn start() -> Receiver {
     Receiver::start(
         &[("webhooks.json", WEBHOOKS), ("connections.json", "{}")],
-        &[("HOOK_TOKEN", "t0ken"), ("CONFIG_RELOAD_ADMIN_TOKEN", "adm1n")],
+        &[
+            ("HOOK_TOKEN", "t0ken"),
+            ("CONFIG_RELOAD_ADMIN_TOKEN", "adm1n"),
+        ],
     )
 }
 
@@ -39,7 +43,11 @@ fn known_webhook_is_written_to_disk_before_the_200() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(saved, json!({"order":42,"items":["a","b"]}));
 
-    let r = rx.post_with("/webhook/raw", &[("content-type", "application/octet-stream")], "\u{1}binary\u{2}");
+    let r = rx.post_with(
+        "/webhook/raw",
+        &[("content-type", "application/octet-stream")],
+        "\u{1}binary\u{2}",
+    );
     assert_eq!(r.status, 200);
     let files = files_in(&rx.dir.path().join("raw"));
     assert_eq!(std::fs::read(&files[0]).unwrap(), b"\x01binary\x02");
@@ -48,25 +56,54 @@ fn known_webhook_is_written_to_disk_before_the_200() {
 #[test]
 fn log_sink_writes_the_event_to_stdout() {
     let rx = start();
-    let r = rx.post("/webhook/logged", r#"{"marker":"m-4711","password":"hunter2"}"#);
+    let r = rx.post(
+        "/webhook/logged",
+        r#"{"marker":"m-4711","password":"hunter2"}"#,
+    );
     assert_eq!(r.status, 200);
-    assert!(eventually(Duration::from_secs(5), || rx.stdout().contains("m-4711")), "stdout: {}", rx.stdout());
-    assert!(!rx.stdout().contains("hunter2"), "credentials must not reach the log");
+    assert!(
+        eventually(Duration::from_secs(5), || rx.stdout().contains("m-4711")),
+        "stdout: {}",
+        rx.stdout()
+    );
+    assert!(
+        !rx.stdout().contains("hunter2"),
+        "credentials must not reach the log"
+    );
 }
 
 #[test]
 fn unknown_bad_and_malformed_requests() {
     let rx = start();
     let r = rx.post("/webhook/nope", "{}");
-    assert_eq!((r.status, r.json()), (404, json!({"detail":"Webhook ID not found"})));
-    for bad in ["/webhook/admin", "/webhook/a--b", "/webhook/_x", "/webhook/has.dot", &format!("/webhook/{}", "a".repeat(65))] {
+    assert_eq!(
+        (r.status, r.json()),
+        (404, json!({"detail":"Webhook ID not found"}))
+    );
+    for bad in [
+        "/webhook/admin",
+        "/webhook/a--b",
+        "/webhook/_x",
+        "/webhook/has.dot",
+        &format!("/webhook/{}", "a".repeat(65)),
+    ] {
         assert_eq!(rx.post(bad, "{}").status, 400, "{bad}");
     }
     let r = rx.post("/webhook/bad%20namespace/logged", "{}");
-    assert_eq!((r.status, r.json()), (400, json!({"detail":"Invalid namespace format"})));
-    assert_eq!(rx.post(&format!("/webhook/{}/logged", "n".repeat(65)), "{}").status, 400);
+    assert_eq!(
+        (r.status, r.json()),
+        (400, json!({"detail":"Invalid namespace format"}))
+    );
+    assert_eq!(
+        rx.post(&format!("/webhook/{}/logged", "n".repeat(65)), "{}")
+            .status,
+        400
+    );
     let r = rx.post("/webhook/logged", "{not json");
-    assert_eq!((r.status, r.json()), (400, json!({"detail":"Malformed JSON payload"})));
+    assert_eq!(
+        (r.status, r.json()),
+        (400, json!({"detail":"Malformed JSON payload"}))
+    );
     let deep = "[".repeat(60) + &"]".repeat(60);
     assert_eq!(rx.post("/webhook/logged", &deep).status, 400);
     // The file backend ignores the namespace, as the upstream does.
@@ -92,20 +129,34 @@ fn oversized_chunked_body_gets_413_before_it_is_buffered() {
     let _ = write_lossy(&mut s, b"0\r\n\r\n");
     let r = read_reply(&mut s);
     assert_eq!(r.status, 413, "{}", r.body);
-    assert!(files_in(&rx.dir.path().join("out")).is_empty(), "nothing written");
+    assert!(
+        files_in(&rx.dir.path().join("out")).is_empty(),
+        "nothing written"
+    );
 
     // A declared Content-Length over the limit is refused without reading the body.
     let mut s = rx.connect();
-    write!(s, "POST /webhook/archive HTTP/1.1\r\nHost: x\r\nContent-Length: 11534336\r\n\r\n").unwrap();
+    write!(
+        s,
+        "POST /webhook/archive HTTP/1.1\r\nHost: x\r\nContent-Length: 11534336\r\n\r\n"
+    )
+    .unwrap();
     let r = read_reply(&mut s);
     assert_eq!(r.status, 413);
-    assert_eq!(r.json()["detail"], "Payload too large: 11534336 bytes (max: 10485760)");
+    assert_eq!(
+        r.json()["detail"],
+        "Payload too large: 11534336 bytes (max: 10485760)"
+    );
 }
 
 #[test]
 fn wrong_bearer_token_is_401() {
     let rx = start();
-    let ok = rx.post_with("/webhook/secure", &[("authorization", "Bearer t0ken")], "{}");
+    let ok = rx.post_with(
+        "/webhook/secure",
+        &[("authorization", "Bearer t0ken")],
+        "{}",
+    );
     assert_eq!(ok.status, 200);
     for h in ["Bearer wrong", "t0ken", ""] {
         let r = rx.post_with("/webhook/secure", &[("authorization", h)], "{}");
@@ -124,24 +175,48 @@ fn edited_file_is_served_without_restart_and_invalid_file_keeps_previous() {
     v["added_later"] = json!({"module": "log"});
     std::fs::write(&path, v.to_string()).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || rx.post("/webhook/added_later", "{}").status == 200),
+        eventually(Duration::from_secs(10), || rx
+            .post("/webhook/added_later", "{}")
+            .status
+            == 200),
         "edit not picked up"
     );
 
     std::fs::write(&path, "{ this is not json").unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(rx.post("/webhook/added_later", "{}").status, 200, "previous config keeps serving");
-    let status = rx.request("GET", "/admin/config-status", &[("authorization", "Bearer adm1n")], None);
+    assert_eq!(
+        rx.post("/webhook/added_later", "{}").status,
+        200,
+        "previous config keeps serving"
+    );
+    let status = rx.request(
+        "GET",
+        "/admin/config-status",
+        &[("authorization", "Bearer adm1n")],
+        None,
+    );
     assert_eq!(status.status, 200);
     let err = status.json()["provider"]["last_error"].clone();
-    assert!(err.as_str().is_some_and(|e| e.contains("not valid JSON")), "{err}");
+    assert!(
+        err.as_str().is_some_and(|e| e.contains("not valid JSON")),
+        "{err}"
+    );
 
     // One bad entry is rejected alone; the rest is served.
     v["broken"] = json!({"module": "no_such_module"});
     std::fs::write(&path, v.to_string()).unwrap();
     assert!(eventually(Duration::from_secs(10), || {
-        let s = rx.request("GET", "/admin/config-status", &[("authorization", "Bearer adm1n")], None).json();
-        s["provider"]["rejected"].as_array().is_some_and(|r| r.iter().any(|x| x["key"] == "webhooks/broken"))
+        let s = rx
+            .request(
+                "GET",
+                "/admin/config-status",
+                &[("authorization", "Bearer adm1n")],
+                None,
+            )
+            .json();
+        s["provider"]["rejected"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["key"] == "webhooks/broken"))
     }));
     assert_eq!(rx.post("/webhook/broken", "{}").status, 404);
     assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
@@ -175,7 +250,10 @@ fn health_root_metrics_and_security_headers() {
     assert_eq!(v["status"], "healthy");
     assert_eq!(v["service"], "webhook-service");
     assert!(v["timestamp"].as_f64().is_some());
-    assert_eq!(v["components"], json!({"config_manager":"healthy","config_backend":"file"}));
+    assert_eq!(
+        v["components"],
+        json!({"config_manager":"healthy","config_backend":"file"})
+    );
     assert_eq!(h.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(h.header("x-frame-options"), Some("DENY"));
     assert_eq!(rx.post("/health", "{}").status, 405);
@@ -185,7 +263,12 @@ fn health_root_metrics_and_security_headers() {
     assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
     let m = rx.get("/metrics");
     assert_eq!(m.status, 200);
-    assert!(m.body.contains(r#"cwm_http_requests_total{webhook="logged",status="200"} 1"#), "{}", m.body);
+    assert!(
+        m.body
+            .contains(r#"cwm_http_requests_total{webhook="logged",status="200"} 1"#),
+        "{}",
+        m.body
+    );
     assert!(m.body.contains("cwm_config_etcd_connected 0"));
     assert!(m.body.contains("cwm_config_webhooks 5"));
     assert!(m.body.contains("cwm_sink_delivery_seconds_bucket"));
@@ -204,20 +287,45 @@ fn admin_api_auth_and_reload() {
     assert_eq!(v["provider"]["backend"], "file");
     assert_eq!(v["file_watching_enabled"], true);
 
-    let reload = |body: &str| rx.post_with("/admin/reload-config", &[("authorization", "Bearer adm1n")], body);
+    let reload = |body: &str| {
+        rx.post_with(
+            "/admin/reload-config",
+            &[("authorization", "Bearer adm1n")],
+            body,
+        )
+    };
     let r = reload("{}");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "success");
-    assert_eq!(r.json()["reloaded"], json!({"webhooks":true,"connections":true}));
-    assert_eq!(reload(r#"{"reload_webhooks":false,"reload_connections":false}"#).json()["error"], "No reload operation specified");
+    assert_eq!(
+        r.json()["reloaded"],
+        json!({"webhooks":true,"connections":true})
+    );
+    assert_eq!(
+        reload(r#"{"reload_webhooks":false,"reload_connections":false}"#).json()["error"],
+        "No reload operation specified"
+    );
     assert_eq!(reload(r#"{"reload_webhooks":"false"}"#).status, 400);
     std::fs::write(rx.dir.path().join("connections.json"), "[]").unwrap();
     let r = reload(r#"{"reload_webhooks":false}"#);
     assert_eq!(r.status, 400);
-    assert!(!r.body.contains(".json"), "no file path in the error: {}", r.body);
+    assert!(
+        !r.body.contains(".json"),
+        "no file path in the error: {}",
+        r.body
+    );
 
     let off = Receiver::start(&[("webhooks.json", WEBHOOKS)], &[("HOOK_TOKEN", "x")]);
-    assert_eq!(off.request("GET", "/admin/config-status", &[("authorization", "Bearer x")], None).status, 403);
+    assert_eq!(
+        off.request(
+            "GET",
+            "/admin/config-status",
+            &[("authorization", "Bearer x")],
+            None
+        )
+        .status,
+        403
+    );
 }
 
 #[test]
@@ -225,25 +333,47 @@ fn ack_receive_answers_at_once() {
     let rx = start();
     let r = rx.post("/webhook/queued", r#"{"marker":"queued-77"}"#);
     assert_eq!(r.status, 200);
-    assert!(eventually(Duration::from_secs(5), || rx.stdout().contains("queued-77")));
+    assert!(eventually(Duration::from_secs(5), || rx
+        .stdout()
+        .contains("queued-77")));
 }
 
 #[test]
 fn bad_settings_and_bad_config_stop_startup_with_exit_2() {
     let bin = cwm_tests::binary("cwm-receiver");
-    for (k, v) in [("PORT", "abc"), ("CONFIG_BACKEND", "consul"), ("MAX_PAYLOAD_BYTES", "-1"), ("CONFIG_RELOAD_DEBOUNCE_SECONDS", "nan")] {
+    for (k, v) in [
+        ("PORT", "abc"),
+        ("CONFIG_BACKEND", "consul"),
+        ("MAX_PAYLOAD_BYTES", "-1"),
+        ("CONFIG_RELOAD_DEBOUNCE_SECONDS", "nan"),
+    ] {
         let out = std::process::Command::new(&bin).env(k, v).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{k}={v}");
         assert!(!out.stderr.is_empty());
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("webhooks.json"), "{oops").unwrap();
-    let out = std::process::Command::new(&bin).current_dir(dir.path()).env("PORT", "0").output().unwrap();
+    let out = std::process::Command::new(&bin)
+        .current_dir(dir.path())
+        .env("PORT", "0")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhooks.json"));
-    let help = std::process::Command::new(&bin).arg("--help").output().unwrap();
+    let help = std::process::Command::new(&bin)
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for var in ["PORT", "HOST", "CONFIG_BACKEND", "WEBHOOKS_CONFIG_FILE", "CONNECTIONS_CONFIG_FILE", "MAX_PAYLOAD_BYTES", "CONFIG_RELOAD_ADMIN_TOKEN"] {
+    for var in [
+        "PORT",
+        "HOST",
+        "CONFIG_BACKEND",
+        "WEBHOOKS_CONFIG_FILE",
+        "CONNECTIONS_CONFIG_FILE",
+        "MAX_PAYLOAD_BYTES",
+        "CONFIG_RELOAD_ADMIN_TOKEN",
+    ] {
         assert!(help.contains(var), "--help mentions {var}");
     }
 }

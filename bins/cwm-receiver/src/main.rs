@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
-use cwm_config::file::FileProvider;
 use cwm_config::ProcessEnv;
+use cwm_config::file::FileProvider;
 use cwm_http::{HttpSettings, Provider, Receiver};
 use cwm_modules::{ModuleContext, Registry};
 
@@ -47,7 +47,13 @@ struct Args {
     port: u16,
 
     /// Where webhooks and connections come from: `file` (JSON files) or `etcd`.
-    #[arg(long, env = "CONFIG_BACKEND", value_enum, ignore_case = true, default_value = "file")]
+    #[arg(
+        long,
+        env = "CONFIG_BACKEND",
+        value_enum,
+        ignore_case = true,
+        default_value = "file"
+    )]
     config_backend: Backend,
 
     /// Webhook definitions (file backend). A missing file means no webhooks.
@@ -55,7 +61,11 @@ struct Args {
     webhooks_config_file: PathBuf,
 
     /// Connection definitions (file backend). A missing file means no connections.
-    #[arg(long, env = "CONNECTIONS_CONFIG_FILE", default_value = "connections.json")]
+    #[arg(
+        long,
+        env = "CONNECTIONS_CONFIG_FILE",
+        default_value = "connections.json"
+    )]
     connections_config_file: PathBuf,
 
     /// Reload the files automatically when they change (file backend).
@@ -143,7 +153,10 @@ fn main() -> ExitCode {
         eprintln!("cwm-receiver: {msg}");
         return ExitCode::from(EXIT_BAD_SETTING);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cwm-receiver: cannot start the async runtime: {e}");
@@ -214,8 +227,7 @@ async fn run(args: Args) -> ExitCode {
     let receiver = Receiver::new(provider.clone(), settings);
     cwm_http::serve(listener, receiver, shutdown_signal()).await;
     provider.shutdown().await;
-    // TODO(wire): flush shared sink resources once ModuleContext exposes it.
-    drop(modules);
+    modules.shutdown().await;
     tracing::info!("cwm-receiver stopped");
     ExitCode::SUCCESS
 }

@@ -8,19 +8,21 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
-use crate::{Inner, RequestBody};
 use crate::auth::{AdminDenied, check_admin};
 use crate::response::{self, Body};
+use crate::{Inner, RequestBody};
 
 /// Admin request bodies are tiny; anything larger is refused.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-fn authorize<B>(inner: &Inner, req: &Request<B>) -> Result<(), Response<Body>> {
+/// `Some(response)` when the request is refused.
+fn refuse<B>(inner: &Inner, req: &Request<B>) -> Option<Response<Body>> {
     let header = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    check_admin(inner.settings.admin_token.as_deref(), header).map_err(|denied| match denied {
+    let denied = check_admin(inner.settings.admin_token.as_deref(), header).err()?;
+    Some(match denied {
         AdminDenied::Disabled => response::detail(
             StatusCode::FORBIDDEN,
             "Admin API disabled. Set CONFIG_RELOAD_ADMIN_TOKEN environment variable.",
@@ -30,7 +32,7 @@ fn authorize<B>(inner: &Inner, req: &Request<B>) -> Result<(), Response<Body>> {
 }
 
 pub(crate) fn config_status<B>(inner: &Inner, req: &Request<B>) -> Response<Body> {
-    if let Err(r) = authorize(inner, req) {
+    if let Some(r) = refuse(inner, req) {
         return r;
     }
     let status = inner.provider.status();
@@ -76,10 +78,13 @@ pub(crate) async fn reload<B>(inner: &Inner, req: Request<B>) -> Response<Body>
 where
     B: RequestBody,
 {
-    if let Err(r) = authorize(inner, &req) {
+    if let Some(r) = refuse(inner, &req) {
         return r;
     }
-    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(_) => return response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
     };

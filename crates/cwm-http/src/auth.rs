@@ -83,13 +83,32 @@ mod tests {
         let c = "Bearer s3cret";
         assert_eq!(check_webhook(c, Some(b"Bearer s3cret")), Ok(()));
         assert_eq!(check_webhook(c, Some(b"  Bearer s3cret  ")), Ok(()));
-        assert_eq!(check_webhook(c, Some(b"Bearer wrong")).unwrap_err(), "Unauthorized");
-        assert!(check_webhook(c, None).unwrap_err().contains("must start with 'Bearer '"));
-        assert!(check_webhook(c, Some(b"Bearer  s3cret")).unwrap_err().contains("whitespace"));
+        assert_eq!(
+            check_webhook(c, Some(b"Bearer wrong")).unwrap_err(),
+            "Unauthorized"
+        );
+        assert!(
+            check_webhook(c, None)
+                .unwrap_err()
+                .contains("must start with 'Bearer '")
+        );
+        assert!(
+            check_webhook(c, Some(b"Bearer  s3cret"))
+                .unwrap_err()
+                .contains("whitespace")
+        );
         assert!(check_webhook(c, Some(b"s3cret")).is_err());
-        assert!(check_webhook(c, Some(b"Bearer s3cret\n")).unwrap_err().contains("forbidden"));
+        assert!(
+            check_webhook(c, Some(b"Bearer s3cret\n"))
+                .unwrap_err()
+                .contains("forbidden")
+        );
         let long = format!("Bearer {}", "a".repeat(9000));
-        assert!(check_webhook(c, Some(long.as_bytes())).unwrap_err().contains("too long"));
+        assert!(
+            check_webhook(c, Some(long.as_bytes()))
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     #[test]
@@ -103,7 +122,10 @@ mod tests {
     #[test]
     fn admin() {
         assert_eq!(check_admin(None, Some(b"x")), Err(AdminDenied::Disabled));
-        assert_eq!(check_admin(Some("   "), Some(b"x")), Err(AdminDenied::Disabled));
+        assert_eq!(
+            check_admin(Some("   "), Some(b"x")),
+            Err(AdminDenied::Disabled)
+        );
         assert_eq!(
             check_admin(Some("T"), None),
             Err(AdminDenied::Unauthorized("Authentication required"))

@@ -103,8 +103,14 @@ mod tests {
     #[test]
     fn depth_limit() {
         assert!(parse(nested(51).as_bytes(), None).is_ok()); // innermost array is depth 50
-        assert_eq!(parse(nested(52).as_bytes(), None), Err(JsonError::TooDeep(51)));
-        assert!(matches!(parse(nested(500).as_bytes(), None), Err(JsonError::TooDeep(_))));
+        assert_eq!(
+            parse(nested(52).as_bytes(), None),
+            Err(JsonError::TooDeep(51))
+        );
+        assert!(matches!(
+            parse(nested(500).as_bytes(), None),
+            Err(JsonError::TooDeep(_))
+        ));
     }
 
     #[test]
@@ -122,7 +128,11 @@ mod tests {
     fn latin1_fallback() {
         let v = parse(b"{\"n\":\"caf\xe9\"}", None).unwrap();
         assert_eq!(v["n"], "café");
-        let v = parse(b"{\"n\":\"caf\xe9\"}", Some("application/json; charset=ISO-8859-1")).unwrap();
+        let v = parse(
+            b"{\"n\":\"caf\xe9\"}",
+            Some("application/json; charset=ISO-8859-1"),
+        )
+        .unwrap();
         assert_eq!(v["n"], "café");
     }
 }

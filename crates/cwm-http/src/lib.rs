@@ -83,7 +83,9 @@ impl Receiver {
     /// Wait (up to `timeout`) for queued `"ack": "receive"` deliveries to finish.
     pub async fn drain(&self, timeout: std::time::Duration) -> bool {
         self.inner.tasks.close();
-        tokio::time::timeout(timeout, self.inner.tasks.wait()).await.is_ok()
+        tokio::time::timeout(timeout, self.inner.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Answer one request.

@@ -82,19 +82,60 @@ impl Metrics {
         let body_end = out.rfind("# EOF").unwrap_or(out.len());
         out.truncate(body_end);
         let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+            );
         };
         let connected = i64::from(status.backend == "etcd" && state == BackendState::Healthy);
-        gauge(&mut out, "cwm_config_etcd_connected", "1 when the etcd watch is established (always 0 for the file backend)", connected);
-        gauge(&mut out, "cwm_config_loaded", "1 once the first full configuration load completed", i64::from(state != BackendState::Connecting));
-        gauge(&mut out, "cwm_config_revision", "etcd revision the served configuration reflects", status.revision);
-        gauge(&mut out, "cwm_config_webhooks", "Webhooks being served", status.total_webhooks as i64);
-        gauge(&mut out, "cwm_config_connections", "Connections loaded", status.connections_count as i64);
-        gauge(&mut out, "cwm_config_rejected_keys", "Config entries rejected by validation", status.rejected.len() as i64);
-        gauge(&mut out, "cwm_receive_queue_depth", "Events accepted with ack=receive and not yet delivered", queued as i64);
+        gauge(
+            &mut out,
+            "cwm_config_etcd_connected",
+            "1 when the etcd watch is established (always 0 for the file backend)",
+            connected,
+        );
+        gauge(
+            &mut out,
+            "cwm_config_loaded",
+            "1 once the first full configuration load completed",
+            i64::from(state != BackendState::Connecting),
+        );
+        gauge(
+            &mut out,
+            "cwm_config_revision",
+            "etcd revision the served configuration reflects",
+            status.revision,
+        );
+        gauge(
+            &mut out,
+            "cwm_config_webhooks",
+            "Webhooks being served",
+            status.total_webhooks as i64,
+        );
+        gauge(
+            &mut out,
+            "cwm_config_connections",
+            "Connections loaded",
+            status.connections_count as i64,
+        );
+        gauge(
+            &mut out,
+            "cwm_config_rejected_keys",
+            "Config entries rejected by validation",
+            status.rejected.len() as i64,
+        );
+        gauge(
+            &mut out,
+            "cwm_receive_queue_depth",
+            "Events accepted with ack=receive and not yet delivered",
+            queued as i64,
+        );
         out.push_str("# HELP cwm_config_resyncs Full configuration re-lists, by reason.\n# TYPE cwm_config_resyncs counter\n");
         for (reason, n) in &status.resyncs {
-            let reason: String = reason.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let reason: String = reason
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             let _ = writeln!(out, "cwm_config_resyncs_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# EOF\n");

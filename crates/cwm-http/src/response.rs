@@ -43,7 +43,10 @@ pub fn internal_error() -> Response<Body> {
 
 /// `{"message":"200 OK"}`.
 pub fn ok() -> Response<Body> {
-    raw_json(StatusCode::OK, Bytes::from_static(br#"{"message":"200 OK"}"#))
+    raw_json(
+        StatusCode::OK,
+        Bytes::from_static(br#"{"message":"200 OK"}"#),
+    )
 }
 
 /// 503 with `Retry-After`.

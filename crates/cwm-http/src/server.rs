@@ -51,10 +51,19 @@ pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Fut
     drop(listener);
     let timeout = receiver.settings().shutdown_timeout;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?timeout, "in-flight requests still running at the shutdown deadline");
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?timeout,
+            "in-flight requests still running at the shutdown deadline"
+        );
     }
     if !receiver.drain(timeout).await {
-        tracing::warn!(queued = receiver.queued(), "queued deliveries still running at the shutdown deadline");
+        tracing::warn!(
+            queued = receiver.queued(),
+            "queued deliveries still running at the shutdown deadline"
+        );
     }
 }

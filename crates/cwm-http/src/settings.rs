@@ -42,7 +42,10 @@ impl std::fmt::Debug for HttpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSettings")
             .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("delivery_timeout", &self.delivery_timeout)
             .field("receive_queue_capacity", &self.receive_queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)

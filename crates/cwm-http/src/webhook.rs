@@ -42,14 +42,17 @@ pub(crate) async fn handle<B>(
 where
     B: RequestBody,
 {
-    if let Some(ns) = &namespace {
-        if !is_valid_namespace(ns) {
-            return fail(StatusCode::BAD_REQUEST, "Invalid namespace format");
-        }
+    if let Some(ns) = &namespace
+        && !is_valid_namespace(ns)
+    {
+        return fail(StatusCode::BAD_REQUEST, "Invalid namespace format");
     }
     if inner.provider.state() == BackendState::Connecting {
         return Outcome {
-            response: response::unavailable("configuration not loaded", inner.settings.retry_after_seconds),
+            response: response::unavailable(
+                "configuration not loaded",
+                inner.settings.retry_after_seconds,
+            ),
             label: String::new(),
         };
     }
@@ -83,13 +86,16 @@ where
 {
     let max = inner.settings.max_payload_bytes;
     let (parts, body) = req.into_parts();
-    if let Some(len) = declared_length(&parts.headers) {
-        if len > max as u64 {
-            return too_large(Some(len), max);
-        }
+    if let Some(len) = declared_length(&parts.headers)
+        && len > max as u64
+    {
+        return too_large(Some(len), max);
     }
     if let Some(expected) = &hook.config.authorization {
-        let header = parts.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         if let Err(msg) = crate::auth::check_webhook(expected, header) {
             return response::detail(StatusCode::UNAUTHORIZED, &msg);
         }
@@ -109,7 +115,10 @@ where
     let payload = match hook.config.data_type {
         DataType::Blob => Payload::Blob(bytes),
         DataType::Json => {
-            let ct = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let ct = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
             match json::parse(&bytes, ct) {
                 Ok(mut v) => {
                     hook.cleanup.clean_payload(&mut v);
@@ -148,7 +157,10 @@ where
 /// `"ack": "receive"`: answer now, deliver in the background, 503 when the queue is full.
 fn enqueue(inner: &Arc<Inner>, hook: Arc<CompiledWebhook>, event: Event) -> Response<Body> {
     let Ok(permit) = inner.queue.clone().try_acquire_owned() else {
-        return response::unavailable("Queue full, please retry later", inner.settings.retry_after_seconds);
+        return response::unavailable(
+            "Queue full, please retry later",
+            inner.settings.retry_after_seconds,
+        );
     };
     let this = inner.clone();
     inner.tasks.spawn(async move {
@@ -177,7 +189,9 @@ async fn deliver(
             Ok(r) => r,
             Err(_) => Err(SinkError::Timeout),
         };
-        inner.metrics.delivery(sink.module(), result.is_ok(), started.elapsed());
+        inner
+            .metrics
+            .delivery(sink.module(), result.is_ok(), started.elapsed());
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -231,15 +245,21 @@ fn collect_headers(map: &HeaderMap) -> Result<Vec<(String, String)>, String> {
             return Err("Invalid header value: contains forbidden character".into());
         }
         total += name.as_str().len() + v.len();
-        out.push((name.as_str().to_owned(), String::from_utf8_lossy(v).into_owned()));
+        out.push((
+            name.as_str().to_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        ));
     }
     if total > MAX_HEADER_BYTES {
-        return Err(format!("Headers too large: {total} bytes (max: {MAX_HEADER_BYTES})"));
+        return Err(format!(
+            "Headers too large: {total} bytes (max: {MAX_HEADER_BYTES})"
+        ));
     }
     Ok(out)
 }
 
 /// U+2028 / U+2029 in UTF-8.
 fn contains_line_separator(v: &[u8]) -> bool {
-    v.windows(3).any(|w| w[0] == 0xE2 && w[1] == 0x80 && (w[2] == 0xA8 || w[2] == 0xA9))
+    v.windows(3)
+        .any(|w| w[0] == 0xE2 && w[1] == 0x80 && (w[2] == 0xA8 || w[2] == 0xA9))
 }

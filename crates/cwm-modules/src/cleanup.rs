@@ -9,11 +9,36 @@ const MASK: &str = "***REDACTED***";
 const MAX_DEPTH: usize = 100;
 
 const DEFAULT_FIELDS: &[&str] = &[
-    "password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_token",
-    "refresh_token", "authorization", "auth", "credential", "credentials", "private_key",
-    "privatekey", "api_secret", "client_secret", "bearer", "x-api-key", "x-auth-token",
-    "x-access-token", "session_id", "sessionid", "session_token", "csrf_token", "csrf",
-    "oauth_token", "oauth_secret", "consumer_secret", "token_secret",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "access_token",
+    "refresh_token",
+    "authorization",
+    "auth",
+    "credential",
+    "credentials",
+    "private_key",
+    "privatekey",
+    "api_secret",
+    "client_secret",
+    "bearer",
+    "x-api-key",
+    "x-auth-token",
+    "x-access-token",
+    "session_id",
+    "sessionid",
+    "session_token",
+    "csrf_token",
+    "csrf",
+    "oauth_token",
+    "oauth_secret",
+    "consumer_secret",
+    "token_secret",
 ];
 const CONTAINS: &[&str] = &["password", "secret", "token", "key", "credential", "auth"];
 
@@ -73,7 +98,7 @@ impl CredentialCleanup {
     pub fn is_credential(&self, name: &str) -> bool {
         let n = name.trim().to_ascii_lowercase();
         DEFAULT_FIELDS.contains(&n.as_str())
-            || self.extra_fields.iter().any(|f| *f == n)
+            || self.extra_fields.contains(&n)
             || CONTAINS.iter().any(|c| n.contains(c))
             || (n.starts_with("x-")
                 && (n.ends_with("-key") || n.ends_with("-token") || n.ends_with("-secret")))
@@ -144,7 +169,11 @@ mod tests {
             p,
             json!({"user":"bob","password":MASK,"nested":{"api_key":MASK,"ok":1},"tokens":[{"secret":MASK}],"auth":{"inner":"v"}})
         );
-        let mut h = vec![("authorization".into(), "Bearer x".into()), ("x-custom-key".into(), "k".into()), ("accept".into(), "*/*".into())];
+        let mut h = vec![
+            ("authorization".into(), "Bearer x".into()),
+            ("x-custom-key".into(), "k".into()),
+            ("accept".into(), "*/*".into()),
+        ];
         c.clean_headers(&mut h);
         assert_eq!(h[0].1, MASK);
         assert_eq!(h[1].1, MASK);
@@ -161,7 +190,11 @@ mod tests {
         let mut p = json!({"password":"p"});
         off.clean_payload(&mut p);
         assert_eq!(p, json!({"password":"p"}));
-        let cfg = WebhookConfig::from_value(json!({"credential_cleanup":{"mode":"zap"}}), &|_: &str| None).unwrap();
+        let cfg =
+            WebhookConfig::from_value(json!({"credential_cleanup":{"mode":"zap"}}), &|_: &str| {
+                None
+            })
+            .unwrap();
         assert!(CredentialCleanup::from_config(&cfg).is_err());
     }
 }

@@ -4,8 +4,8 @@
 //! `base_dir` (default: the process working directory; a relative one is taken from there).
 //!
 //! Each event becomes `<uuid4>.json` holding the payload as compact JSON text, or `<uuid4>.bin`
-//! holding the raw bytes of a blob payload. (Upstream wrote `<uuid4>.txt` with the Python repr;
-//! DECISIONS-style fix: files are now readable by anything that reads JSON.) Files are created with
+//! holding the raw bytes of a blob payload (upstream wrote `<uuid4>.txt` holding the Python repr,
+//! which nothing but Python reads back; modules.md 7.2 recommends this form). Files are created with
 //! `O_CREAT|O_EXCL` and mode 0600, missing directories with mode 0700; the data and the directory
 //! entry are fsynced before `deliver` returns `Ok`, so a 200 means the file survives a crash.
 //!
@@ -66,9 +66,7 @@ impl Sink for DiskSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let (data, ext) = match &event.payload {
             Payload::Json(v) => (
-                Bytes::from(
-                    serde_json::to_vec(v).map_err(|e| SinkError::Rejected(e.to_string()))?,
-                ),
+                Bytes::from(serde_json::to_vec(v).map_err(|e| SinkError::Rejected(e.to_string()))?),
                 "json",
             ),
             Payload::Blob(b) => (b.clone(), "bin"),
@@ -140,7 +138,7 @@ impl Jail {
         let bad_path = || "'module-config.path' must not contain '..', NUL or their encodings";
         let once = percent_decode_str(path).decode_utf8_lossy();
         let twice = percent_decode_str(&once).decode_utf8_lossy();
-        if [path, &once, &twice]
+        if [path, &*once, &*twice]
             .iter()
             .any(|p| p.contains("..") || p.contains('\0'))
         {
@@ -151,7 +149,11 @@ impl Jail {
             let canonical_base = fs::canonicalize(&base).ok();
             path.strip_prefix(&base)
                 .ok()
-                .or_else(|| canonical_base.as_deref().and_then(|c| path.strip_prefix(c).ok()))
+                .or_else(|| {
+                    canonical_base
+                        .as_deref()
+                        .and_then(|c| path.strip_prefix(c).ok())
+                })
                 .ok_or("'module-config.path' must lie inside base_dir")?
                 .to_path_buf()
         } else {
@@ -164,6 +166,9 @@ impl Jail {
                 Component::CurDir => {}
                 _ => return Err(bad_path().into()),
             }
+        }
+        if is_system_dir(&base.join(&clean)) {
+            return Err("'module-config.path' is a system directory".into());
         }
         Ok(Self { base, rel: clean })
     }
@@ -202,6 +207,9 @@ impl Jail {
                     Err(e) => return Err(e.into()),
                 },
             };
+            if is_system_dir(&cur) {
+                return config_err("path resolves to a system directory");
+            }
         }
         if is_system_dir(&cur) || cur.parent().is_none() {
             return config_err("path resolves to a system directory");
@@ -363,7 +371,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sink = factory(&config(json!({"path":"out/sub"})), &ctx(tmp.path())).unwrap();
         let doc = json!({"a":1,"b":[true,null],"c":"é"});
-        sink.deliver(&event(Payload::Json(doc.clone()))).await.unwrap();
+        sink.deliver(&event(Payload::Json(doc.clone())))
+            .await
+            .unwrap();
         let dir = tmp.path().join("out/sub");
         let written = files(&dir);
         assert_eq!(written.len(), 1);
@@ -377,10 +387,15 @@ mod tests {
             fs::metadata(&written[0]).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
 
         let blob = Bytes::from_static(b"\x00\x01raw\xff");
-        sink.deliver(&event(Payload::Blob(blob.clone()))).await.unwrap();
+        sink.deliver(&event(Payload::Blob(blob.clone())))
+            .await
+            .unwrap();
         let bins: Vec<_> = files(&dir)
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "bin"))
@@ -398,11 +413,15 @@ mod tests {
 
         let inside = tmp.path().join("abs");
         let sink = factory(
-            &config(json!({"path": inside.to_str().unwrap(), "base_dir": tmp.path().to_str().unwrap()})),
+            &config(
+                json!({"path": inside.to_str().unwrap(), "base_dir": tmp.path().to_str().unwrap()}),
+            ),
             &ctx(Path::new("/nonexistent-cwd")),
         )
         .unwrap();
-        sink.deliver(&event(Payload::Json(json!("x")))).await.unwrap();
+        sink.deliver(&event(Payload::Json(json!("x"))))
+            .await
+            .unwrap();
         assert_eq!(files(&inside).len(), 1);
 
         // A base_dir that does not exist yet is created on the first write.
@@ -412,7 +431,9 @@ mod tests {
             &ctx(tmp.path()),
         )
         .unwrap();
-        sink.deliver(&event(Payload::Json(json!({})))).await.unwrap();
+        sink.deliver(&event(Payload::Json(json!({}))))
+            .await
+            .unwrap();
         assert_eq!(files(&later.join("p")).len(), 1);
     }
 
@@ -440,9 +461,21 @@ mod tests {
             "escape/deeper",
             "file",
         ] {
-            assert!(factory(&config(json!({ "path": path })), &c).is_err(), "{path:?}");
+            assert!(
+                factory(&config(json!({ "path": path })), &c).is_err(),
+                "{path:?}"
+            );
         }
-        for base in ["/etc", "/etc/ssl", "/ETC", "/usr/lib", "/proc", "/var/lib/x", "/a/../etc", ""] {
+        for base in [
+            "/etc",
+            "/etc/ssl",
+            "/ETC",
+            "/usr/lib",
+            "/proc",
+            "/var/lib/x",
+            "/a/../etc",
+            "",
+        ] {
             assert!(
                 factory(&config(json!({ "base_dir": base })), &c).is_err(),
                 "{base:?}"
@@ -496,11 +529,33 @@ mod tests {
     }
 
     #[test]
+    fn error_kinds() {
+        let full: SinkError = JailError::Io(io::Error::from_raw_os_error(28)).into();
+        assert!(matches!(full, SinkError::Unavailable(_)) && full.retryable());
+        let bad: SinkError = JailError::Config("escape".into()).into();
+        assert!(matches!(bad, SinkError::Config(_)) && !bad.retryable());
+    }
+
+    #[test]
     fn system_dirs() {
-        for p in ["/etc", "/etc/", "/ETC/x", "/var/lib", "/private/var/log/a", "/proc/self"] {
+        for p in [
+            "/etc",
+            "/etc/",
+            "/ETC/x",
+            "/var/lib",
+            "/private/var/log/a",
+            "/proc/self",
+        ] {
             assert!(is_system_dir(Path::new(p)), "{p}");
         }
-        for p in ["/tmp/x", "/var/tmp/etc", "/etcetera", "/home/u", "/var/www", "/srv/data"] {
+        for p in [
+            "/tmp/x",
+            "/var/tmp/etc",
+            "/etcetera",
+            "/home/u",
+            "/var/www",
+            "/srv/data",
+        ] {
             assert!(!is_system_dir(Path::new(p)), "{p}");
         }
     }

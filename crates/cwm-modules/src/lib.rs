@@ -12,6 +12,7 @@ pub mod context;
 pub mod disk;
 pub mod http;
 pub mod log;
+mod opts;
 pub mod registry;
 pub mod sink;
 

@@ -32,8 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,7 +50,8 @@ const MAX_DEPTH: usize = 10;
 const MAX_FIELD_CHARS: usize = 10_000;
 /// Base64 of this many bytes is exactly `MAX_FIELD_CHARS` characters.
 const MAX_BLOB_BYTES: usize = MAX_FIELD_CHARS / 4 * 3;
-const RULE: &str = "================================================================================";
+const RULE: &str =
+    "================================================================================";
 
 /// modules.md 7.1 list, minus words that contain another listed word (`access_token` already
 /// matches `token`), plus the `-` forms of the `_` words.
@@ -197,15 +198,9 @@ impl LogFormat {
         out.extend_from_slice(b"\n\nPayload:\n");
         let start = out.len();
         let written = match &event.payload {
-            Payload::Json(v) => serde_json::to_writer_pretty(
-                &mut *out,
-                &ValueView {
-                    v,
-                    depth: 0,
-                    o,
-                },
-            )
-            .is_ok(),
+            Payload::Json(v) => {
+                serde_json::to_writer_pretty(&mut *out, &ValueView { v, depth: 0, o }).is_ok()
+            }
             Payload::Blob(b) => {
                 let _ = write!(
                     out,
@@ -261,7 +256,9 @@ fn is_sensitive(name: &str) -> bool {
 }
 
 fn matches_sensitive(name: &[u8]) -> bool {
-    SENSITIVE.iter().any(|word| contains_ignore_case(name, word.as_bytes()))
+    SENSITIVE
+        .iter()
+        .any(|word| contains_ignore_case(name, word.as_bytes()))
 }
 
 /// `needle` must be lower-case ASCII.
@@ -659,7 +656,9 @@ mod tests {
         }
         let long = "x".repeat(MAX_FIELD_CHARS + 5);
         let ev = event(
-            Payload::Json(json!({"msg": "a\r\nb\u{1}c\td\u{7f}", "long": long, "deep": deep, "n": null, "f": 1.5})),
+            Payload::Json(
+                json!({"msg": "a\r\nb\u{1}c\td\u{7f}", "long": long, "deep": deep, "n": null, "f": 1.5}),
+            ),
             &[("x-note", "line1\nline2")],
         );
         let v = line(STD, &ev);
@@ -709,12 +708,18 @@ mod tests {
         let mut out = Vec::new();
         f.render(&ev, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(&format!("{RULE}\nWEBHOOK RECEIVED\n{RULE}\nWebhook: ns/hook\n")));
+        assert!(text.starts_with(&format!(
+            "{RULE}\nWEBHOOK RECEIVED\n{RULE}\nWebhook: ns/hook\n"
+        )));
         assert!(text.contains("Received: 2023-11-14T22:13:20.123Z\n"));
         assert!(text.contains(
             "\nHeaders:\n{\n  \"authorization\": \"[REDACTED]\",\n  \"accept\": \"*/*\"\n}\n"
         ));
-        assert!(text.contains("\nPayload:\n{\n  \"token\": \"[REDACTED]\",\n  \"text\": \"é\\nz\"\n}\n"));
+        assert!(
+            text.contains(
+                "\nPayload:\n{\n  \"token\": \"[REDACTED]\",\n  \"text\": \"é\\nz\"\n}\n"
+            )
+        );
         assert!(text.ends_with(&format!("}}\n{RULE}\n")));
 
         let ev = event(Payload::Json(json!(["y".repeat(MAX_FIELD_CHARS)])), &[]);
@@ -726,7 +731,14 @@ mod tests {
 
     #[test]
     fn sensitive_matching() {
-        for name in ["X-Api-Key", "api_key", "DB_URL", "set-cookie", "author", "TO\u{212A}EN"] {
+        for name in [
+            "X-Api-Key",
+            "api_key",
+            "DB_URL",
+            "set-cookie",
+            "author",
+            "TO\u{212A}EN",
+        ] {
             assert!(is_sensitive(name), "{name}");
         }
         for name in ["content-type", "user", "x-request-id", "monkey", ""] {
@@ -775,7 +787,11 @@ mod tests {
         let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
         let mut seen: Vec<i64> = text
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["payload"]["i"].as_i64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["payload"]["i"]
+                    .as_i64()
+                    .unwrap()
+            })
             .collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..200).collect::<Vec<_>>());

@@ -10,10 +10,10 @@ pub(crate) fn truthy(mc: &Map<String, Value>, key: &str, default: bool) -> bool 
         None | Some(Value::Null) => default,
         Some(Value::Bool(b)) => *b,
         Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "false" | "0" | "no" | "off" | "" => false,
-            _ => true,
-        },
+        Some(Value::String(s)) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off" | ""
+        ),
         Some(Value::Array(a)) => !a.is_empty(),
         Some(Value::Object(o)) => !o.is_empty(),
     }
@@ -40,7 +40,10 @@ pub(crate) fn number(mc: &Map<String, Value>, key: &str) -> Result<Option<f64>, 
 }
 
 /// A list of strings; `null` counts as absent.
-pub(crate) fn string_list(mc: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, String> {
+pub(crate) fn string_list(
+    mc: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, String> {
     match mc.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items

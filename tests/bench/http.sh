@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# HTTP benchmark (issue: receiver foundation). wrk posts a 140-byte JSON body to a `log` webhook
+# (stdout to /dev/null), 2 threads, 50 connections, 10 s; then the same load on a bare hyper server
+# that reads the body and answers 200. Prints req/s, p50, p99 and the ratios, plus idle RSS.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+
+cargo build --release --locked -q -p cwm-receiver -p cwm-tests --example bare_hyper
+BIN=target/release/cwm-receiver
+BARE=target/release/examples/bare_hyper
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+echo '{"bench":{"data_type":"json","module":"log"}}' >"$work/webhooks.json"
+echo '{}' >"$work/connections.json"
+
+rport=$(free_port)
+(cd "$work" && HOST=127.0.0.1 PORT=$rport LOG_LEVEL=warn exec "$OLDPWD/$BIN" >/dev/null 2>"$work/receiver.err") &
+rpid=$!; pids+=("$rpid")
+bport=$(free_port)
+PORT=$bport "$BARE" >/dev/null 2>&1 &
+bpid=$!; pids+=("$bpid")
+wait_port "$rport"; wait_port "$bport"
+sleep 1
+idle_rss=$(rss_kb "$rpid")
+
+run() { # url -> "rps p50_ms p99_ms"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s tests/bench/post.lua "$1" >"$work/wrk.out"
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"\s50%\s+(\S+)", t).group(1))
+p99 = ms(re.search(r"\s99%\s+(\S+)", t).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
+print(rps, p50, p99, non2xx.group(1) if non2xx else 0)
+PY
+}
+read -r b_rps b_p50 b_p99 b_err < <(run "http://127.0.0.1:$bport/")
+read -r r_rps r_p50 r_p99 r_err < <(run "http://127.0.0.1:$rport/webhook/bench")
+loaded_rss=$(rss_kb "$rpid")
+
+python3 - "$b_rps" "$b_p50" "$b_p99" "$r_rps" "$r_p50" "$r_p99" "$r_err" "$idle_rss" "$loaded_rss" <<'PY'
+import sys
+b_rps, b_p50, b_p99, r_rps, r_p50, r_p99 = map(float, sys.argv[1:7])
+r_err, idle, loaded = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+print("== HTTP: wrk -t2 -c50 -d10s, 140-byte JSON POST ==")
+print(f"{'server':<28}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+print(f"{'bare hyper (baseline)':<28}{b_rps:>12.0f}{b_p50:>10.3f}{b_p99:>10.3f}")
+print(f"{'cwm-receiver, log sink':<28}{r_rps:>12.0f}{r_p50:>10.3f}{r_p99:>10.3f}")
+print(f"receiver/bare req/s ratio: {r_rps / b_rps:.2f}   (target >= 0.60)")
+print(f"receiver p99: {r_p99:.3f} ms                (target < 5 ms)")
+print(f"receiver non-2xx responses: {r_err}")
+print(f"receiver RSS idle: {idle / 1024:.1f} MiB (target < 30 MiB), after load: {loaded / 1024:.1f} MiB")
+PY

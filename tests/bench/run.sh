@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, figures printed. Timings are compared within one run, never asserted.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash http.sh
