@@ -4,6 +4,9 @@
 //! setting stops startup with a clear message and exit code 2.
 #![forbid(unsafe_code)]
 
+#[path = "../../common/etcd_args.rs"]
+mod etcd_args;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use cwm_config::ProcessEnv;
+use cwm_config::etcd::EtcdProvider;
 use cwm_config::file::FileProvider;
 use cwm_http::{HttpSettings, Provider, Receiver};
 use cwm_modules::{ModuleContext, Registry};
@@ -109,6 +113,9 @@ struct Args {
     #[arg(long, env = "ALLOW_PRIVATE_IP_CONNECTIONS", hide = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     allow_private_ip_connections: Option<bool>,
 
+    #[command(flatten)]
+    etcd: etcd_args::EtcdArgs,
+
     /// Diagnostic log format on stderr (events of the `log` sink always go to stdout).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -198,8 +205,18 @@ async fn run(args: Args) -> ExitCode {
             file
         }
         Backend::Etcd => {
-            eprintln!("cwm-receiver: CONFIG_BACKEND=etcd is not wired yet");
-            return ExitCode::from(EXIT_BAD_SETTING);
+            // Returns at once: until the first full load, /health and webhooks answer 503 (C4).
+            let started = args
+                .etcd
+                .settings()
+                .and_then(|s| EtcdProvider::start(s, registry.clone(), Arc::new(ProcessEnv)));
+            match started {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("cwm-receiver: {e}");
+                    return ExitCode::from(EXIT_BAD_SETTING);
+                }
+            }
         }
     };
 

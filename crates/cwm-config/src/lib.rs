@@ -2,13 +2,14 @@
 //!
 //! Typed webhook and connection configs ([`model`]), `{$VAR}` substitution ([`subst`]), the name
 //! rules of routes and etcd keys ([`names`]), lock-free snapshots ([`snapshot`]) and the two
-//! backends behind the [`ConfigProvider`] trait: [`file::FileProvider`] and `etcd::EtcdProvider`.
+//! backends behind the [`ConfigProvider`] trait: [`file::FileProvider`] and [`etcd::EtcdProvider`].
 //!
 //! Invariant: this crate is the only one that reads configuration sources (files, etcd). Everything
 //! else reads a [`Snapshot`], which never blocks.
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod etcd;
 pub mod file;
 pub mod keys;
 pub mod model;
@@ -18,9 +19,11 @@ pub mod snapshot;
 pub mod subst;
 
 pub use error::ConfigError;
+pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
+    Resync,
 };
 pub use snapshot::{CATCH_ALL_ID, Rejection, Snapshot, Store};
 pub use subst::{Env, ProcessEnv};

@@ -101,12 +101,12 @@ impl WebhookConfig {
         substitute(&mut value, env)?;
         let cfg: Self =
             serde_json::from_value(value).map_err(|e| EntryError::Shape(e.to_string()))?;
-        if let Some(a) = &cfg.authorization {
-            if a.contains(['\r', '\n', '\0']) {
-                return Err(EntryError::Invalid(
-                    "authorization contains a forbidden character".into(),
-                ));
-            }
+        if let Some(a) = &cfg.authorization
+            && a.contains(['\r', '\n', '\0'])
+        {
+            return Err(EntryError::Invalid(
+                "authorization contains a forbidden character".into(),
+            ));
         }
         Ok(cfg)
     }

@@ -51,10 +51,8 @@ fn walk(value: &mut Value, env: &dyn Env, depth: usize) -> Result<(), SubstError
         return Ok(());
     }
     match value {
-        Value::String(s) => {
-            if s.contains("{$") {
-                *s = substitute_str(s, env)?;
-            }
+        Value::String(s) if s.contains("{$") => {
+            *s = substitute_str(s, env)?;
         }
         Value::Array(items) => {
             for item in items {
@@ -126,10 +124,10 @@ fn split_placeholder(inner: &str) -> Option<(&str, Option<&str>)> {
 /// Substitute the placeholders in one string.
 pub fn substitute_str(s: &str, env: &dyn Env) -> Result<String, SubstError> {
     // Exact form: the whole string is one placeholder; its default may contain `}` and `:`.
-    if let Some(inner) = s.strip_prefix("{$").and_then(|r| r.strip_suffix('}')) {
-        if let Some((name, default)) = split_placeholder(inner) {
-            return resolve(name, default, env);
-        }
+    if let Some(inner) = s.strip_prefix("{$").and_then(|r| r.strip_suffix('}'))
+        && let Some((name, default)) = split_placeholder(inner)
+    {
+        return resolve(name, default, env);
     }
     // Embedded form: each `{$NAME}` / `{$NAME:default}` (default without `}`).
     let mut out = String::with_capacity(s.len());

@@ -1,0 +1,1550 @@
+//! The etcd backend: a read-only, list-then-watch cache of `{prefix}` (DECISIONS C1-C9).
+//!
+//! # How it works
+//!
+//! [`EtcdProvider::start`] returns at once and spawns one background task that owns the etcd
+//! client. The task loops over *sessions*:
+//!
+//! 1. connect (authenticating when credentials are set);
+//! 2. list the whole prefix in pages, every page pinned to the revision `R` of the first one,
+//!    build a fresh [`Snapshot`] off to the side and publish it with [`Store::replace`];
+//! 3. watch the prefix from `R + 1`, applying each response with one [`Store::update`]
+//!    (O(log n) per event on the persistent maps).
+//!
+//! A watch cancelled for compaction, a revision going backwards (etcd restored or wiped) or an
+//! admin reload starts a new listing with the same client (a *resync*). Any other failure drops
+//! the client and its stream, waits an exponential backoff with jitter (cut short by an admin
+//! reload) and starts a new session, which re-lists everything. An expired auth token rebuilds the
+//! client at once (one immediate retry, then backoff). Every resync is counted by reason.
+//!
+//! Readers only ever call [`ConfigProvider::snapshot`], a lock-free load that never awaits etcd,
+//! so the last good configuration keeps serving while etcd is away.
+//!
+//! The provider never writes to etcd (C9); [`connect`] and [`read_all`] are public so that the
+//! command-line tool reads the same way.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::Guard;
+use async_trait::async_trait;
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
+    WatchOptions, WatchStream,
+};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::ConfigError;
+use crate::keys::{KeyError, KeyRef, parse_key};
+use crate::model::{ConnectionConfig, WebhookConfig};
+use crate::names::{is_valid_namespace, normalize_prefix, validate_webhook_id};
+use crate::provider::{
+    BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
+    Resync,
+};
+use crate::snapshot::{Snapshot, Store, now_rfc3339};
+use crate::subst::Env;
+
+/// Upstream default key prefix.
+pub const DEFAULT_PREFIX: &str = "/cwm/";
+/// Upstream default namespace for routes without one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Upstream default endpoint (ETCD_HOST=localhost, ETCD_PORT=2379).
+pub const DEFAULT_ENDPOINT: &str = "localhost:2379";
+/// Keys per range request. 1000 keys of ~250 bytes is ~300 KB, far below gRPC's 4 MiB.
+pub const DEFAULT_PAGE_SIZE: i64 = 1000;
+
+/// Largest gRPC message accepted from etcd. Pages shrink on their own when a response is larger
+/// (huge values), so this only has to exceed one value plus overhead (etcd caps a request at
+/// 1.5 MiB by default).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long `reload()` waits for the background task to finish a re-list.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `shutdown()` waits for the background task before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How many times a listing restarts when its revision is compacted between two pages.
+const LIST_ATTEMPTS: usize = 3;
+
+// ------------------------------------------------------------------------------------------------
+// Settings
+// ------------------------------------------------------------------------------------------------
+
+/// Client TLS material (ETCD_CA_CERT, ETCD_CERT, ETCD_KEY): PEM files.
+///
+/// The CA is required (this build carries no system root store); the client certificate and key
+/// are optional but go together (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Everything the etcd backend needs. Build it with [`EtcdSettings::new`] or fill the public
+/// fields over [`EtcdSettings::default`] and call [`EtcdSettings::validated`]; reading the
+/// environment is the binary's job.
+///
+/// `Debug` never prints the password.
+#[derive(Clone)]
+pub struct EtcdSettings {
+    /// `host:port`, `http://host:port` or `https://host:port`. Without a scheme, TLS settings
+    /// decide between http and https.
+    pub endpoints: Vec<String>,
+    /// Key prefix, normalised by [`EtcdSettings::validated`] to end in exactly one `/`.
+    pub prefix: String,
+    /// Namespace of routes without one.
+    pub default_namespace: String,
+    /// Authentication is used only when both username and password are non-empty (upstream).
+    pub username: String,
+    pub password: String,
+    pub tls: Option<EtcdTls>,
+    /// First reconnect delay (1 s); doubles up to `reconnect_max` (60 s), with ±10 % jitter.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// Bound on establishing a connection, authentication included.
+    pub connect_timeout: Duration,
+    /// Bound on each unary request (one page of a listing) and on the watch being confirmed.
+    /// Needed because a request to an unreachable member can otherwise wait forever.
+    pub request_timeout: Duration,
+    /// HTTP/2 keepalive ping interval and ack timeout, also while idle (C7): a dead or
+    /// partitioned member is noticed within `interval + timeout`.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Keys per range request of a listing.
+    pub page_size: i64,
+}
+
+impl Default for EtcdSettings {
+    fn default() -> Self {
+        Self {
+            endpoints: vec![DEFAULT_ENDPOINT.to_owned()],
+            prefix: DEFAULT_PREFIX.to_owned(),
+            default_namespace: DEFAULT_NAMESPACE.to_owned(),
+            username: String::new(),
+            password: String::new(),
+            tls: None,
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+impl fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("default_namespace", &self.default_namespace)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("tls", &self.tls)
+            .field("reconnect_initial", &self.reconnect_initial)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+impl EtcdSettings {
+    /// Defaults plus the three settings every deployment chooses, validated.
+    pub fn new(
+        endpoints: Vec<String>,
+        prefix: &str,
+        default_namespace: &str,
+    ) -> Result<Self, ConfigError> {
+        Self {
+            endpoints,
+            prefix: prefix.to_owned(),
+            default_namespace: default_namespace.to_owned(),
+            ..Self::default()
+        }
+        .validated()
+    }
+
+    /// Check every field and normalise the prefix. Errors are [`ConfigError::Setting`] and never
+    /// quote the password.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Setting(m));
+        if self.endpoints.is_empty() {
+            return bad("etcd: at least one endpoint is required".into());
+        }
+        for e in &self.endpoints {
+            parse_endpoint(e).map_err(ConfigError::Setting)?;
+            if self.tls.is_some() && e.starts_with("http://") {
+                return bad(format!(
+                    "etcd: endpoint {e:?} is plain http but TLS is configured"
+                ));
+            }
+        }
+        if self.prefix.is_empty() {
+            return bad("etcd: the key prefix must not be empty".into());
+        }
+        self.prefix = normalize_prefix(&self.prefix);
+        if !is_valid_namespace(&self.default_namespace) {
+            return bad(format!(
+                "etcd: invalid default namespace {:?} (must match [a-zA-Z0-9_-]{{1,64}})",
+                self.default_namespace
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            let Some(ca) = &tls.ca else {
+                return bad("etcd TLS: a CA certificate (ETCD_CA_CERT) is required".into());
+            };
+            if tls.cert.is_some() != tls.key.is_some() {
+                return bad("etcd TLS: ETCD_CERT and ETCD_KEY must be set together".into());
+            }
+            for path in [Some(ca), tls.cert.as_ref(), tls.key.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if !path.is_file() {
+                    return bad(format!(
+                        "etcd TLS: {} is not a readable file",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        let positive = [
+            ("reconnect_initial", self.reconnect_initial),
+            ("reconnect_max", self.reconnect_max),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                return bad(format!("etcd: {name} must be greater than zero"));
+            }
+        }
+        if self.reconnect_max < self.reconnect_initial {
+            return bad("etcd: reconnect_max must not be below reconnect_initial".into());
+        }
+        if self.page_size < 1 {
+            return bad("etcd: page_size must be at least 1".into());
+        }
+        Ok(self)
+    }
+
+    /// `(user, password)` when both are non-empty.
+    fn credentials(&self) -> Option<(&str, &str)> {
+        (!self.username.is_empty() && !self.password.is_empty())
+            .then_some((self.username.as_str(), self.password.as_str()))
+    }
+
+    /// Remove the password from a message that is about to be logged or shown.
+    fn redact(&self, message: String) -> String {
+        if self.password.is_empty() || !message.contains(&self.password) {
+            message
+        } else {
+            message.replace(&self.password, "<redacted>")
+        }
+    }
+}
+
+/// Split an ETCD_ENDPOINTS value (`h1:2379,h2:2379`) into endpoints; blanks are dropped.
+pub fn parse_endpoints(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `(host, port)` of an endpoint, or why it is refused. Never echoes an endpoint that may carry
+/// credentials.
+fn parse_endpoint(e: &str) -> Result<(&str, Option<u16>), String> {
+    if e.contains('@') {
+        return Err("etcd endpoint must not contain credentials ('@')".into());
+    }
+    let invalid = || format!("invalid etcd endpoint {e:?}");
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .unwrap_or(e);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty()
+        || rest
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#'))
+    {
+        return Err(invalid());
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(invalid)?),
+        };
+        (host, port)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid());
+    }
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(format!("invalid port in etcd endpoint {e:?}")),
+        },
+    };
+    Ok((host, port))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Client helpers (shared with the command-line tool)
+// ------------------------------------------------------------------------------------------------
+
+/// Connect to etcd with the options the provider uses: HTTP/2 keepalive (also while idle),
+/// require-leader on every request (so a member cut off from its leader refuses instead of
+/// serving stale data or a silent watch), a TCP connect timeout, optional TLS and optional
+/// authentication. The whole call, authentication included, is bounded by
+/// `connect_timeout + request_timeout`.
+///
+/// Without credentials no request is made: an unreachable etcd shows up on the first read.
+pub async fn connect(settings: &EtcdSettings) -> Result<Client, ConfigError> {
+    let mut options = ConnectOptions::new()
+        .with_keep_alive(settings.keepalive_interval, settings.keepalive_timeout)
+        .with_keep_alive_while_idle(true)
+        .with_tcp_keepalive(settings.keepalive_interval)
+        .with_connect_timeout(settings.connect_timeout)
+        .with_require_leader(true);
+    if let Some((user, password)) = settings.credentials() {
+        options = options.with_user(user, password);
+    }
+    if let Some(tls) = &settings.tls {
+        options = options.with_tls(tls_options(tls).await?);
+    }
+    let bound = settings.connect_timeout + settings.request_timeout;
+    match tokio::time::timeout(bound, Client::connect(&settings.endpoints, Some(options))).await {
+        Err(_) => Err(ConfigError::Etcd(format!(
+            "connecting timed out after {bound:?}"
+        ))),
+        Ok(Err(e)) => Err(ConfigError::Etcd(
+            settings.redact(format!("connect: {}", describe(&e))),
+        )),
+        Ok(Ok(client)) => Ok(client),
+    }
+}
+
+async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, ConfigError> {
+    async fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+        tokio::fs::read(path)
+            .await
+            .map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })
+    }
+    let mut options = TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options = options.ca_certificate(Certificate::from_pem(read(ca).await?));
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options = options.identity(Identity::from_pem(read(cert).await?, read(key).await?));
+    }
+    Ok(options)
+}
+
+/// Read every key under `prefix` at one revision, `page_size` keys per request (a single range
+/// over ~25K keys would exceed gRPC's 4 MiB message limit). Every page after the first is pinned
+/// to the first page's revision, which is returned: watching from `revision + 1` misses nothing.
+/// Keys come back sorted. Each page is bounded by 10 s.
+///
+/// If the revision is compacted between two pages, the listing starts over (up to 3 times).
+pub async fn read_all(
+    client: &mut Client,
+    prefix: &str,
+    page_size: i64,
+) -> Result<(i64, Vec<(Vec<u8>, Vec<u8>)>), ConfigError> {
+    let (revision, kvs) = list_prefix(
+        client,
+        prefix.as_bytes(),
+        page_size,
+        EtcdSettings::default().request_timeout,
+    )
+    .await
+    .map_err(|f| ConfigError::Etcd(f.message))?;
+    Ok((
+        revision,
+        kvs.into_iter().map(KeyValue::into_key_value).collect(),
+    ))
+}
+
+/// Why an etcd interaction failed, classified for the retry policy.
+#[derive(Debug)]
+struct Failure {
+    /// The auth token was refused (expired): rebuild the client and resync.
+    auth: bool,
+    message: String,
+}
+
+impl Failure {
+    fn other(message: impl Into<String>) -> Self {
+        Self {
+            auth: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<etcd_client::Error> for Failure {
+    fn from(e: etcd_client::Error) -> Self {
+        Self {
+            auth: is_auth_expired(&e),
+            message: describe(&e),
+        }
+    }
+}
+
+/// A short description of an etcd-client error: gRPC code and message, without metadata.
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    }
+}
+
+fn status(e: &etcd_client::Error) -> Option<&tonic::Status> {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// An invalid or expired auth token (etcd answers `Unauthenticated`; some paths lose the code
+/// and keep the message).
+fn is_auth_expired(e: &etcd_client::Error) -> bool {
+    status(e).is_some_and(|s| {
+        s.code() == tonic::Code::Unauthenticated || s.message().contains("invalid auth token")
+    })
+}
+
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    status(e).is_some_and(|s| s.message().contains("required revision has been compacted"))
+}
+
+fn is_too_large(e: &etcd_client::Error) -> bool {
+    status(e).is_some_and(|s| {
+        matches!(
+            s.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ) && s.message().contains("message length too large")
+    })
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's range end for a
+/// prefix); `\0` means "to the end of the keyspace".
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+async fn list_prefix(
+    client: &Client,
+    prefix: &[u8],
+    page_size: i64,
+    request_timeout: Duration,
+) -> Result<(i64, Vec<KeyValue>), Failure> {
+    let end = prefix_end(prefix);
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    'attempt: for _ in 0..LIST_ATTEMPTS {
+        let mut out: Vec<KeyValue> = Vec::new();
+        let mut revision = 0;
+        let mut start = prefix.to_vec();
+        let mut limit = page_size.max(1);
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let mut resp =
+                match tokio::time::timeout(request_timeout, kv.get(start.clone(), Some(options)))
+                    .await
+                {
+                    Err(_) => {
+                        return Err(Failure::other(format!(
+                            "range request timed out after {request_timeout:?}"
+                        )));
+                    }
+                    Ok(Err(e)) if revision != 0 && is_compacted(&e) => {
+                        tracing::info!(
+                            revision,
+                            "listing revision compacted between pages; listing again"
+                        );
+                        continue 'attempt;
+                    }
+                    Ok(Err(e)) if limit > 1 && is_too_large(&e) => {
+                        limit = (limit / 2).max(1);
+                        tracing::debug!(limit, "range page too large; halving the page size");
+                        continue;
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(resp)) => resp,
+                };
+            if revision == 0 {
+                revision = resp
+                    .header()
+                    .map(|h| h.revision())
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| Failure::other("range response without a revision"))?;
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            match kvs.last() {
+                Some(last) if more => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => {
+                    out.extend(kvs);
+                    return Ok((revision, out));
+                }
+            }
+            out.extend(kvs);
+        }
+    }
+    Err(Failure::other(
+        "the listing revision was compacted repeatedly; etcd compacts too aggressively",
+    ))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Provider
+// ------------------------------------------------------------------------------------------------
+
+const STATE_CONNECTING: u8 = 0;
+const STATE_HEALTHY: u8 = 1;
+const STATE_DISCONNECTED: u8 = 2;
+
+#[derive(Default)]
+struct Info {
+    last_reload: Option<String>,
+    last_error: Option<String>,
+    last_resync: Option<Resync>,
+    resyncs: BTreeMap<String, u64>,
+}
+
+/// State shared by the provider handle and its background task.
+struct Shared<C: Compiler> {
+    settings: EtcdSettings,
+    compiler: Arc<C>,
+    env: Arc<dyn Env + Send + Sync>,
+    store: Store<C::Webhook>,
+    /// `STATE_*`; the watch is confirmed only in `STATE_HEALTHY`.
+    state: AtomicU8,
+    info: Mutex<Info>,
+    /// Flips to true after the first full load, for [`EtcdProvider::wait_loaded`].
+    loaded: watch::Sender<bool>,
+}
+
+type ReloadReply = oneshot::Sender<Result<ReloadReport, String>>;
+
+/// A request from the handle to the background task.
+enum Cmd {
+    Reload(ReloadRequest, ReloadReply),
+}
+
+/// Serves webhooks and connections from etcd, kept current by a watch. See the module docs.
+pub struct EtcdProvider<C: Compiler> {
+    shared: Arc<Shared<C>>,
+    cmds: mpsc::Sender<Cmd>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<C: Compiler> EtcdProvider<C> {
+    /// Validate the settings and start the background task; returns at once (C4). Until the first
+    /// full load, [`ConfigProvider::state`] is [`BackendState::Connecting`] and the snapshot is
+    /// empty and not loaded; the task keeps retrying with backoff. Must run inside a Tokio runtime.
+    pub fn start(
+        settings: EtcdSettings,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let settings = settings.validated()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::Setting("the etcd provider must be started inside a Tokio runtime".into())
+        })?;
+        if !settings.username.is_empty() && settings.password.is_empty() {
+            tracing::warn!("ETCD_USERNAME is set without ETCD_PASSWORD: connecting without auth");
+        }
+        let shared = Arc::new(Shared {
+            store: Store::new(Snapshot::empty(&settings.default_namespace, false)),
+            settings,
+            compiler,
+            env,
+            state: AtomicU8::new(STATE_CONNECTING),
+            info: Mutex::new(Info::default()),
+            loaded: watch::Sender::new(false),
+        });
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let worker = Worker {
+            backoff: new_backoff(&shared.settings),
+            shared: shared.clone(),
+            cmds: cmd_rx,
+            tracker: HashMap::new(),
+            waiting: Vec::new(),
+            next_reason: None,
+            last_seen: 0,
+            auth_retry: true,
+        };
+        tracing::info!(
+            endpoints = ?shared.settings.endpoints,
+            prefix = %shared.settings.prefix,
+            default_namespace = %shared.settings.default_namespace,
+            auth = shared.settings.credentials().is_some(),
+            tls = shared.settings.tls.is_some(),
+            "starting etcd configuration provider"
+        );
+        let task_shared = shared.clone();
+        let task = runtime.spawn(async move {
+            tokio::select! {
+                () = worker.run() => {}
+                _ = stop_rx.wait_for(|stop| *stop) => {}
+            }
+            task_shared.mark_stopped();
+        });
+        Ok(Arc::new(Self {
+            shared,
+            cmds: cmd_tx,
+            stop: stop_tx,
+            task: Mutex::new(Some(task)),
+        }))
+    }
+
+    /// Wait until the first full load has been published, at most `timeout`. For the CLI and
+    /// tests, and for a binary that prefers to fail at startup when etcd is unreachable.
+    pub async fn wait_loaded(&self, timeout: Duration) -> Result<(), ConfigError> {
+        let mut rx = self.shared.loaded.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|loaded| *loaded)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ConfigError::Etcd("the provider has stopped".into())),
+            Err(_) => {
+                let last = self.shared.info().last_error.clone();
+                Err(ConfigError::Etcd(format!(
+                    "no complete load within {timeout:?}{}",
+                    last.map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    /// The validated settings (the password is redacted by `Debug`).
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.shared.settings
+    }
+}
+
+impl<C: Compiler> Drop for EtcdProvider<C> {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl<C: Compiler> Shared<C> {
+    fn info(&self) -> std::sync::MutexGuard<'_, Info> {
+        self.info.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_state(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+    }
+
+    fn mark_stopped(&self) {
+        self.set_state(if self.store.is_loaded() {
+            STATE_DISCONNECTED
+        } else {
+            STATE_CONNECTING
+        });
+    }
+
+    fn record_error(&self, message: &str) {
+        self.info().last_error = Some(message.to_owned());
+    }
+
+    fn record_resync(&self, reason: &str) {
+        let mut info = self.info();
+        *info.resyncs.entry(reason.to_owned()).or_insert(0) += 1;
+        info.last_resync = Some(Resync {
+            reason: reason.to_owned(),
+            at: now_rfc3339(),
+        });
+    }
+
+    fn rejection_key(key: &[u8]) -> String {
+        String::from_utf8_lossy(key).into_owned()
+    }
+
+    /// Parse and compile one key's value (C5). Never fails as a whole: the result says whether
+    /// this key is ignored, refused or usable.
+    fn evaluate<'k>(&self, key: &'k [u8], value: &[u8]) -> Entry<'k, C::Webhook> {
+        match parse_key(&self.settings.prefix, key) {
+            Err(KeyError::OutsidePrefix | KeyError::Unrecognised) => Entry::Ignored,
+            Err(e) => Entry::BadKey(e.to_string()),
+            Ok(KeyRef::Webhook { namespace, id }) => Entry::Webhook {
+                namespace,
+                id,
+                result: self.compile_webhook(id, value),
+            },
+            Ok(KeyRef::Connection { name }) => Entry::Connection {
+                name,
+                result: parse_json(value).and_then(|v| {
+                    ConnectionConfig::from_value(v, &*self.env).map_err(|e| e.to_string())
+                }),
+            },
+        }
+    }
+
+    fn compile_webhook(&self, id: &str, value: &[u8]) -> Result<C::Webhook, String> {
+        if id.trim() != id {
+            return Err("invalid webhook id: surrounding whitespace".into());
+        }
+        validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))?;
+        let value = parse_json(value)?;
+        let config = WebhookConfig::from_value(value, &*self.env).map_err(|e| e.to_string())?;
+        self.compiler.compile(id, config)
+    }
+}
+
+fn parse_json(value: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// The verdict on one key.
+enum Entry<'k, W> {
+    /// Not part of the layout (debug log only).
+    Ignored,
+    /// In the layout's shape but unusable: not UTF-8, invalid namespace, empty name.
+    BadKey(String),
+    Webhook {
+        namespace: &'k str,
+        id: &'k str,
+        result: Result<W, String>,
+    },
+    Connection {
+        name: &'k str,
+        result: Result<ConnectionConfig, String>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Webhook,
+    Connection,
+}
+
+fn new_backoff(settings: &EtcdSettings) -> ExponentialBackoff {
+    ExponentialBackoff {
+        current_interval: settings.reconnect_initial,
+        initial_interval: settings.reconnect_initial,
+        randomization_factor: 0.1,
+        multiplier: 2.0,
+        max_interval: settings.reconnect_max,
+        max_elapsed_time: None,
+        ..ExponentialBackoff::default()
+    }
+}
+
+/// How a watch ended without a connection failure: list again with the same client.
+struct Relist(&'static str);
+
+/// The background task's state. Owned by the task alone: no locks on the event path.
+struct Worker<C: Compiler> {
+    shared: Arc<Shared<C>>,
+    cmds: mpsc::Receiver<Cmd>,
+    backoff: ExponentialBackoff,
+    /// Mod revision and kind of every recognised key currently in etcd (valid or not), to count
+    /// added, removed and modified keys of a re-list.
+    tracker: HashMap<Vec<u8>, (Kind, i64)>,
+    /// Admin reloads waiting for the next full listing.
+    waiting: Vec<(ReloadRequest, ReloadReply)>,
+    /// Why the next full listing happens; `None` for the first load.
+    next_reason: Option<&'static str>,
+    /// Highest revision seen from etcd; a lower one means etcd was restored or wiped.
+    last_seen: i64,
+    /// Whether an auth failure may rebuild the client without waiting (once per good listing).
+    auth_retry: bool,
+}
+
+impl<C: Compiler> Worker<C> {
+    /// Sessions forever; only the stop signal (or an abort) ends the task.
+    async fn run(mut self) {
+        loop {
+            let failure = match connect(&self.shared.settings).await {
+                Ok(mut client) => {
+                    let failure = self.session(&mut client).await;
+                    // The client (and any stream on it) is dropped here, before a new one exists.
+                    drop(client);
+                    failure
+                }
+                Err(e) => Failure::other(e.to_string()),
+            };
+            let message = self.shared.settings.redact(failure.message);
+            let loaded = self.shared.store.is_loaded();
+            if loaded {
+                self.shared.set_state(STATE_DISCONNECTED);
+                self.next_reason = Some(if failure.auth { "auth" } else { "reconnect" });
+            }
+            self.shared.record_error(&message);
+            if failure.auth && self.auth_retry {
+                // An expired token: a new client authenticates afresh. Pending admin reloads are
+                // served by that attempt.
+                self.auth_retry = false;
+                tracing::warn!(error = %message, "etcd auth token refused; authenticating again");
+                continue;
+            }
+            for (_, reply) in self.waiting.drain(..) {
+                let _ = reply.send(Err(message.clone()));
+            }
+            let delay = self
+                .backoff
+                .next_backoff()
+                .unwrap_or(self.shared.settings.reconnect_max)
+                .min(self.shared.settings.reconnect_max);
+            if loaded {
+                tracing::warn!(error = %message, retry_in = ?delay, "etcd unavailable; serving the last configuration");
+            } else {
+                tracing::warn!(error = %message, retry_in = ?delay, "etcd unavailable; no configuration loaded yet");
+            }
+            self.pause(delay).await;
+        }
+    }
+
+    /// Wait `delay`, or less when an admin reload asks for an attempt now.
+    async fn pause(&mut self, delay: Duration) {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        tokio::select! {
+            () = &mut sleep => {}
+            cmd = self.cmds.recv() => match cmd {
+                Some(Cmd::Reload(request, reply)) => self.waiting.push((request, reply)),
+                None => sleep.await,
+            },
+        }
+    }
+
+    /// List, then watch; list again on resync triggers. Returns only on a failure.
+    async fn session(&mut self, client: &mut Client) -> Failure {
+        loop {
+            let started = Instant::now();
+            let settings = &self.shared.settings;
+            let (revision, kvs) = match list_prefix(
+                client,
+                settings.prefix.as_bytes(),
+                settings.page_size,
+                settings.request_timeout,
+            )
+            .await
+            {
+                Ok(listed) => listed,
+                Err(failure) => return failure,
+            };
+            let mut reason = self.next_reason.take();
+            if self.shared.store.is_loaded() && revision < self.last_seen {
+                tracing::warn!(
+                    revision,
+                    last_seen = self.last_seen,
+                    "etcd revision went backwards (restored or wiped)"
+                );
+                reason = Some("revision_regressed");
+            }
+            let report = self.apply_full(revision, kvs, reason, started);
+            self.last_seen = revision;
+            self.auth_retry = true;
+            for (request, reply) in self.waiting.drain(..) {
+                let _ = reply.send(Ok(ReloadReport {
+                    webhooks: request.webhooks.then(|| report.webhooks.clone()).flatten(),
+                    connections: request
+                        .connections
+                        .then(|| report.connections.clone())
+                        .flatten(),
+                }));
+            }
+            match self.watch(client, revision).await {
+                Ok(Relist(reason)) => self.next_reason = Some(reason),
+                Err(failure) => return failure,
+            }
+        }
+    }
+
+    /// Watch from `listed + 1` until a resync trigger (`Ok`) or a failure (`Err`).
+    async fn watch(&mut self, client: &mut Client, listed: i64) -> Result<Relist, Failure> {
+        let settings = &self.shared.settings;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(listed + 1)
+            .with_progress_notify();
+        let mut watch_client = client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut stream: WatchStream = match tokio::time::timeout(
+            settings.request_timeout,
+            watch_client.watch(settings.prefix.as_bytes(), Some(options)),
+        )
+        .await
+        {
+            Err(_) => return Err(Failure::other("creating the watch timed out")),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(stream)) => stream,
+        };
+        let confirm_by = tokio::time::Instant::now() + settings.request_timeout;
+        let mut confirmed = false;
+        loop {
+            let resp = tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Cmd::Reload(request, reply)) => {
+                        self.waiting.push((request, reply));
+                        return Ok(Relist("admin"));
+                    }
+                    // The handle is gone; the stop signal ends the task.
+                    None => std::future::pending().await,
+                },
+                () = tokio::time::sleep_until(confirm_by), if !confirmed => {
+                    return Err(Failure::other("etcd did not confirm the watch in time"));
+                }
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => return Err(Failure::other("the watch stream ended")),
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            if resp.created() && !confirmed {
+                confirmed = true;
+                self.shared.set_state(STATE_HEALTHY);
+                self.shared.info().last_error = None;
+                self.backoff.reset();
+                tracing::debug!(from_revision = listed + 1, "etcd watch established");
+            }
+            if resp.compact_revision() != 0 {
+                tracing::warn!(
+                    compact_revision = resp.compact_revision(),
+                    applied = self.shared.store.load().revision(),
+                    "etcd watch cancelled by compaction; resyncing"
+                );
+                return Ok(Relist("compacted"));
+            }
+            if resp.canceled() {
+                let why = resp.cancel_reason();
+                return Err(Failure {
+                    auth: why.contains("permission denied") || why.contains("auth token"),
+                    message: format!("etcd cancelled the watch: {why}"),
+                });
+            }
+            if let Some(header) = resp.header() {
+                if header.revision() < self.last_seen {
+                    tracing::warn!(
+                        revision = header.revision(),
+                        last_seen = self.last_seen,
+                        "etcd revision went backwards; resyncing"
+                    );
+                    return Ok(Relist("revision_regressed"));
+                }
+                self.last_seen = header.revision();
+            }
+            if !resp.events().is_empty() && !self.apply_events(resp.events(), listed) {
+                return Ok(Relist("revision_regressed"));
+            }
+        }
+    }
+
+    /// Publish a complete listing with [`Store::replace`] (C2, C5). A key present with an invalid
+    /// value keeps its previous good value; keys no longer present disappear.
+    fn apply_full(
+        &mut self,
+        revision: i64,
+        kvs: Vec<KeyValue>,
+        reason: Option<&'static str>,
+        started: Instant,
+    ) -> ReloadReport {
+        let shared = &*self.shared;
+        let store = &shared.store;
+        let current = Guard::into_inner(store.load());
+        let mut next = Snapshot::empty(&shared.settings.default_namespace, false);
+        next.set_revision(revision);
+        let mut tracker = HashMap::with_capacity(kvs.len());
+        let mut rejected: HashSet<String> = HashSet::new();
+        let (mut webhooks_rejected, mut connections_rejected) = (0, 0);
+        let mut ignored = 0usize;
+        for kv in &kvs {
+            let key = kv.key();
+            match shared.evaluate(key, kv.value()) {
+                Entry::Ignored => {
+                    ignored += 1;
+                    tracing::debug!(key = %String::from_utf8_lossy(key), "ignoring key outside the layout");
+                }
+                Entry::BadKey(reason) => {
+                    webhooks_rejected += 1;
+                    let k = Shared::<C>::rejection_key(key);
+                    store.reject(&k, reason, false);
+                    rejected.insert(k);
+                }
+                Entry::Webhook {
+                    namespace,
+                    id,
+                    result,
+                } => {
+                    tracker.insert(key.to_vec(), (Kind::Webhook, kv.mod_revision()));
+                    match result {
+                        Ok(w) => next.put_webhook(namespace, id, Arc::new(w)),
+                        Err(reason) => {
+                            webhooks_rejected += 1;
+                            let previous = current.webhook_exact(namespace, id).cloned();
+                            let k = Shared::<C>::rejection_key(key);
+                            store.reject(&k, reason, previous.is_some());
+                            rejected.insert(k);
+                            if let Some(p) = previous {
+                                next.put_webhook(namespace, id, p);
+                            }
+                        }
+                    }
+                }
+                Entry::Connection { name, result } => {
+                    tracker.insert(key.to_vec(), (Kind::Connection, kv.mod_revision()));
+                    match result {
+                        Ok(c) => next.put_connection(name, Arc::new(c)),
+                        Err(reason) => {
+                            connections_rejected += 1;
+                            let previous = current.connection(name).cloned();
+                            let k = Shared::<C>::rejection_key(key);
+                            store.reject(&k, reason, previous.is_some());
+                            rejected.insert(k);
+                            if let Some(p) = previous {
+                                next.put_connection(name, p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for r in store.rejections() {
+            if !rejected.contains(&r.key) {
+                store.clear_rejection(&r.key);
+            }
+        }
+        let mut webhooks = diff(&self.tracker, &tracker, Kind::Webhook);
+        webhooks.total = next.webhook_count();
+        webhooks.rejected = webhooks_rejected;
+        let mut connections = diff(&self.tracker, &tracker, Kind::Connection);
+        connections.total = next.connection_count();
+        connections.rejected = connections_rejected;
+        let namespaces = next.namespace_count();
+        store.replace(next);
+        self.tracker = tracker;
+        shared.loaded.send_replace(true);
+        shared.info().last_reload = Some(now_rfc3339());
+        if let Some(reason) = reason {
+            shared.record_resync(reason);
+        }
+        tracing::info!(
+            reason = reason.unwrap_or("initial"),
+            revision,
+            keys = kvs.len(),
+            namespaces,
+            webhooks = webhooks.total,
+            connections = connections.total,
+            rejected = webhooks_rejected + connections_rejected,
+            ignored,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "etcd configuration loaded"
+        );
+        ReloadReport {
+            webhooks: Some(webhooks),
+            connections: Some(connections),
+        }
+    }
+
+    /// Apply one watch response with a single [`Store::update`] (C6). Events at or below the
+    /// listing revision are already reflected and skipped. Returns `false`, applying nothing, when
+    /// an event is older than what the snapshot reflects (etcd went backwards).
+    fn apply_events(&mut self, events: &[etcd_client::Event], listed: i64) -> bool {
+        let shared = &*self.shared;
+        let applied = shared.store.load().revision();
+        if events
+            .iter()
+            .filter_map(etcd_client::Event::kv)
+            .any(|kv| kv.mod_revision() < applied)
+        {
+            tracing::warn!(
+                applied,
+                "etcd sent an event older than the snapshot; resyncing"
+            );
+            return false;
+        }
+        let tracker = &mut self.tracker;
+        shared.store.update(|snap| {
+            let mut revision = snap.revision();
+            for event in events {
+                let Some(kv) = event.kv() else { continue };
+                if kv.mod_revision() <= listed {
+                    continue;
+                }
+                revision = revision.max(kv.mod_revision());
+                let key = kv.key();
+                match event.event_type() {
+                    EventType::Put => Self::put_event(shared, tracker, snap, kv),
+                    EventType::Delete => Self::delete_event(shared, tracker, snap, key),
+                }
+            }
+            snap.set_revision(revision);
+        });
+        if let Some(last) = events.iter().filter_map(etcd_client::Event::kv).next_back() {
+            self.last_seen = self.last_seen.max(last.mod_revision());
+        }
+        true
+    }
+
+    fn put_event(
+        shared: &Shared<C>,
+        tracker: &mut HashMap<Vec<u8>, (Kind, i64)>,
+        snap: &mut Snapshot<C::Webhook>,
+        kv: &KeyValue,
+    ) {
+        let key = kv.key();
+        let store = &shared.store;
+        match shared.evaluate(key, kv.value()) {
+            Entry::Ignored => {
+                tracing::debug!(key = %String::from_utf8_lossy(key), "ignoring key outside the layout");
+            }
+            Entry::BadKey(reason) => store.reject(&Shared::<C>::rejection_key(key), reason, false),
+            Entry::Webhook {
+                namespace,
+                id,
+                result,
+            } => {
+                tracker.insert(key.to_vec(), (Kind::Webhook, kv.mod_revision()));
+                match result {
+                    Ok(w) => {
+                        snap.put_webhook(namespace, id, Arc::new(w));
+                        store.clear_rejection(&Shared::<C>::rejection_key(key));
+                        tracing::debug!(namespace, id, "webhook updated from etcd");
+                    }
+                    Err(reason) => {
+                        let serving = snap.webhook_exact(namespace, id).is_some();
+                        store.reject(&Shared::<C>::rejection_key(key), reason, serving);
+                    }
+                }
+            }
+            Entry::Connection { name, result } => {
+                tracker.insert(key.to_vec(), (Kind::Connection, kv.mod_revision()));
+                match result {
+                    Ok(c) => {
+                        snap.put_connection(name, Arc::new(c));
+                        store.clear_rejection(&Shared::<C>::rejection_key(key));
+                        tracing::debug!(name, "connection updated from etcd");
+                    }
+                    Err(reason) => {
+                        let serving = snap.connection(name).is_some();
+                        store.reject(&Shared::<C>::rejection_key(key), reason, serving);
+                    }
+                }
+            }
+        }
+    }
+
+    fn delete_event(
+        shared: &Shared<C>,
+        tracker: &mut HashMap<Vec<u8>, (Kind, i64)>,
+        snap: &mut Snapshot<C::Webhook>,
+        key: &[u8],
+    ) {
+        tracker.remove(key);
+        match parse_key(&shared.settings.prefix, key) {
+            Ok(KeyRef::Webhook { namespace, id }) => {
+                snap.remove_webhook(namespace, id);
+                tracing::debug!(namespace, id, "webhook deleted in etcd");
+            }
+            Ok(KeyRef::Connection { name }) => {
+                snap.remove_connection(name);
+                tracing::debug!(name, "connection deleted in etcd");
+            }
+            Err(_) => {}
+        }
+        shared
+            .store
+            .clear_rejection(&Shared::<C>::rejection_key(key));
+    }
+}
+
+/// Added, removed and modified keys of one kind between two listings.
+fn diff(
+    old: &HashMap<Vec<u8>, (Kind, i64)>,
+    new: &HashMap<Vec<u8>, (Kind, i64)>,
+    kind: Kind,
+) -> Diff {
+    let mut d = Diff::default();
+    for (key, (k, rev)) in new {
+        if *k != kind {
+            continue;
+        }
+        match old.get(key) {
+            None => d.added += 1,
+            Some((_, old_rev)) if old_rev != rev => d.modified += 1,
+            Some(_) => {}
+        }
+    }
+    d.removed = old
+        .iter()
+        .filter(|(key, (k, _))| *k == kind && !new.contains_key(*key))
+        .count();
+    d
+}
+
+#[async_trait]
+impl<C: Compiler> ConfigProvider<C::Webhook> for EtcdProvider<C> {
+    fn snapshot(&self) -> Guard<Arc<Snapshot<C::Webhook>>> {
+        self.shared.store.load()
+    }
+
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn state(&self) -> BackendState {
+        if !self.shared.store.is_loaded() {
+            return BackendState::Connecting;
+        }
+        match self.shared.state.load(Ordering::Acquire) {
+            STATE_HEALTHY => BackendState::Healthy,
+            _ => BackendState::Disconnected,
+        }
+    }
+
+    fn status(&self) -> ProviderStatus {
+        let settings = &self.shared.settings;
+        let mut details = Map::new();
+        details.insert(
+            "endpoints".into(),
+            Value::Array(
+                settings
+                    .endpoints
+                    .iter()
+                    .map(|e| Value::String(e.clone()))
+                    .collect(),
+            ),
+        );
+        if let Some(Ok((host, port))) = settings.endpoints.first().map(|e| parse_endpoint(e)) {
+            details.insert("host".into(), Value::String(host.to_owned()));
+            details.insert("port".into(), Value::from(port.unwrap_or(2379)));
+        }
+        details.insert("prefix".into(), Value::String(settings.prefix.clone()));
+        let (last_reload, last_error, last_resync, resyncs) = {
+            let info = self.shared.info();
+            (
+                info.last_reload.clone(),
+                info.last_error.clone(),
+                info.last_resync.clone(),
+                info.resyncs.clone(),
+            )
+        };
+        let mut status = ProviderStatus {
+            backend: "etcd",
+            initialized: self.shared.store.is_loaded(),
+            connected: self.state() == BackendState::Healthy,
+            revision: 0,
+            default_namespace: String::new(),
+            namespaces_count: 0,
+            namespaces: Vec::new(),
+            total_webhooks: 0,
+            connections_count: 0,
+            rejected: self.shared.store.rejections(),
+            last_reload,
+            last_error: last_error.map(|e| settings.redact(e)),
+            last_resync,
+            resyncs,
+            details,
+        };
+        status.counts_from(&self.shared.store.load());
+        status
+    }
+
+    /// A full re-list now (reason "admin"), whatever `request` says; the report only carries
+    /// the requested kinds. While disconnected this cuts the backoff wait short and tries now.
+    async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Reload(request, tx))
+            .await
+            .map_err(|_| ConfigError::Etcd("the provider has stopped".into()))?;
+        match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+            Err(_) => Err(ConfigError::Etcd(format!(
+                "reload did not complete within {RELOAD_TIMEOUT:?}"
+            ))),
+            Ok(Err(_)) => Err(ConfigError::Etcd("the provider has stopped".into())),
+            Ok(Ok(result)) => result.map_err(ConfigError::Etcd),
+        }
+    }
+
+    /// Stop the background task (dropping the client and the watch) within 5 s, even during a
+    /// backoff wait. The last snapshot stays readable. Idempotent.
+    async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+            tracing::info!("etcd configuration provider stopped");
+        }
+        self.shared.mark_stopped();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s = EtcdSettings::default().validated().unwrap();
+        assert_eq!(s.endpoints, vec!["localhost:2379"]);
+        assert_eq!(s.prefix, "/cwm/");
+        assert_eq!(s.default_namespace, "default");
+        assert_eq!(s.reconnect_initial, Duration::from_secs(1));
+        assert_eq!(s.reconnect_max, Duration::from_secs(60));
+        assert!(s.credentials().is_none());
+    }
+
+    #[test]
+    fn custom_settings_normalise_the_prefix() {
+        let s = EtcdSettings::new(vec!["etcd.example.com:2380".into()], "/myapp", "production")
+            .unwrap();
+        assert_eq!(s.prefix, "/myapp/");
+        assert_eq!(s.default_namespace, "production");
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let ok = || EtcdSettings::default();
+        let cases: Vec<EtcdSettings> = vec![
+            EtcdSettings {
+                endpoints: vec![],
+                ..ok()
+            },
+            EtcdSettings {
+                endpoints: vec!["".into()],
+                ..ok()
+            },
+            EtcdSettings {
+                endpoints: vec!["host:0".into()],
+                ..ok()
+            },
+            EtcdSettings {
+                endpoints: vec!["host:70000".into()],
+                ..ok()
+            },
+            EtcdSettings {
+                endpoints: vec!["host:not-a-port".into()],
+                ..ok()
+            },
+            EtcdSettings {
+                endpoints: vec!["user:pw@host:2379".into()],
+                ..ok()
+            },
+            EtcdSettings {
+                prefix: String::new(),
+                ..ok()
+            },
+            EtcdSettings {
+                default_namespace: "bad namespace!".into(),
+                ..ok()
+            },
+            EtcdSettings {
+                default_namespace: "invalid/namespace".into(),
+                ..ok()
+            },
+            EtcdSettings {
+                default_namespace: String::new(),
+                ..ok()
+            },
+            EtcdSettings {
+                reconnect_initial: Duration::from_secs(2),
+                reconnect_max: Duration::from_secs(1),
+                ..ok()
+            },
+            EtcdSettings {
+                page_size: 0,
+                ..ok()
+            },
+            EtcdSettings {
+                connect_timeout: Duration::ZERO,
+                ..ok()
+            },
+            EtcdSettings {
+                tls: Some(EtcdTls::default()),
+                ..ok()
+            },
+            EtcdSettings {
+                tls: Some(EtcdTls {
+                    ca: Some("/nonexistent/ca.pem".into()),
+                    ..EtcdTls::default()
+                }),
+                ..ok()
+            },
+        ];
+        for s in cases {
+            let shown = format!("{s:?}");
+            assert!(
+                matches!(s.validated(), Err(ConfigError::Setting(_))),
+                "{shown}"
+            );
+        }
+        let credentials_in_url = EtcdSettings {
+            endpoints: vec!["http://u:secretpw@h:1".into()],
+            ..ok()
+        }
+        .validated()
+        .unwrap_err()
+        .to_string();
+        assert!(!credentials_in_url.contains("secretpw"));
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoints(" h1:2379, ,h2:2379 "),
+            vec!["h1:2379", "h2:2379"]
+        );
+        assert_eq!(parse_endpoint("h:2379"), Ok(("h", Some(2379))));
+        assert_eq!(parse_endpoint("http://h:1/"), Ok(("h", Some(1))));
+        assert_eq!(parse_endpoint("https://h"), Ok(("h", None)));
+        assert_eq!(parse_endpoint("[::1]:2379"), Ok(("::1", Some(2379))));
+        assert!(parse_endpoint("[::1").is_err());
+        assert!(parse_endpoint("h:1:2").is_err());
+        assert!(parse_endpoint("h/x").is_err());
+    }
+
+    #[test]
+    fn auth_needs_both_credentials_and_debug_redacts() {
+        let s = EtcdSettings {
+            username: "cwm".into(),
+            ..EtcdSettings::default()
+        };
+        assert!(s.credentials().is_none());
+        let s = EtcdSettings {
+            username: "cwm".into(),
+            password: "s3cr3t-pw".into(),
+            ..EtcdSettings::default()
+        };
+        assert_eq!(s.credentials(), Some(("cwm", "s3cr3t-pw")));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        assert_eq!(
+            s.redact("failed for s3cr3t-pw".into()),
+            "failed for <redacted>"
+        );
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/cwm/"), b"/cwm0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn error_classification() {
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::unauthenticated(
+            "etcdserver: invalid auth token",
+        ));
+        assert!(is_auth_expired(&e));
+        assert_eq!(
+            describe(&e),
+            "Unauthenticated: etcdserver: invalid auth token"
+        );
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::unknown(
+            "etcdserver: invalid auth token",
+        ));
+        assert!(is_auth_expired(&e));
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
+            "etcdserver: authentication failed, invalid user ID or password",
+        ));
+        assert!(!is_auth_expired(&e));
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        assert!(is_compacted(&e) && !is_too_large(&e));
+        let e = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5 bytes, the limit is: 4 bytes",
+        ));
+        assert!(is_too_large(&e));
+    }
+
+    #[test]
+    fn diffs_count_by_kind_and_revision() {
+        let old: HashMap<Vec<u8>, (Kind, i64)> = [
+            (b"a".to_vec(), (Kind::Webhook, 1)),
+            (b"b".to_vec(), (Kind::Webhook, 2)),
+            (b"c".to_vec(), (Kind::Connection, 3)),
+        ]
+        .into_iter()
+        .collect();
+        let new: HashMap<Vec<u8>, (Kind, i64)> = [
+            (b"a".to_vec(), (Kind::Webhook, 1)),
+            (b"b".to_vec(), (Kind::Webhook, 5)),
+            (b"d".to_vec(), (Kind::Webhook, 6)),
+        ]
+        .into_iter()
+        .collect();
+        let w = diff(&old, &new, Kind::Webhook);
+        assert_eq!((w.added, w.removed, w.modified), (1, 0, 1));
+        let c = diff(&old, &new, Kind::Connection);
+        assert_eq!((c.added, c.removed, c.modified), (0, 1, 0));
+    }
+}

@@ -1,0 +1,342 @@
+//! Black-box tests of `cwm-receiver` with CONFIG_BACKEND=etcd against a real etcd started here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cwm_tests::{Etcd, Receiver, eventually};
+use serde_json::json;
+
+/// Propagation deadline for one etcd change (the catalog's ≤W is 1 s; generous for a loaded CI box).
+const W: Duration = Duration::from_secs(5);
+const LOG: &str = r#"{"data_type":"json","module":"log"}"#;
+
+fn token(t: &str) -> String {
+    json!({"module": "log", "authorization": format!("Bearer {t}")}).to_string()
+}
+
+fn start(etcd: &Etcd, extra: &[(&str, &str)]) -> Receiver {
+    let port = etcd.port().to_string();
+    let mut env = vec![
+        ("CONFIG_BACKEND", "etcd"),
+        ("ETCD_HOST", "127.0.0.1"),
+        ("ETCD_PORT", port.as_str()),
+        ("ETCD_RECONNECT_INITIAL_MS", "100"),
+        ("ETCD_RECONNECT_MAX_MS", "500"),
+        ("CONFIG_RELOAD_ADMIN_TOKEN", "adm"),
+    ];
+    env.extend_from_slice(extra);
+    Receiver::start(&[], &env)
+}
+
+fn status(rx: &Receiver) -> serde_json::Value {
+    rx.request(
+        "GET",
+        "/admin/config-status",
+        &[("authorization", "Bearer adm")],
+        None,
+    )
+    .json()
+}
+
+fn health_etcd(rx: &Receiver) -> String {
+    rx.get("/health").json()["components"]["etcd"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn bearer(rx: &Receiver, path: &str, t: &str) -> u16 {
+    rx.post_with(path, &[("authorization", &format!("Bearer {t}"))], "{}")
+        .status
+}
+
+#[test]
+fn namespaces_route_and_isolate() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/ns_alpha/webhooks/hook1", &token("t_alpha"));
+    etcd.put("/cwm/ns_alpha/webhooks/hook2", LOG);
+    etcd.put("/cwm/ns_beta/webhooks/hook1", &token("t_beta"));
+    etcd.put("/cwm/default/webhooks/fallback_hook", LOG);
+    etcd.put("/cwm/my-ns_1/webhooks/h", LOG);
+    etcd.put(
+        "/cwm/global/connections/redis_main",
+        r#"{"type":"redis-rq","host":"localhost","port":6379}"#,
+    );
+    let rx = start(&etcd, &[]);
+    assert!(eventually(W, || rx.get("/health").status == 200));
+
+    assert_eq!(bearer(&rx, "/webhook/ns_alpha/hook1", "t_alpha"), 200);
+    assert_eq!(bearer(&rx, "/webhook/ns_alpha/hook1", "t_beta"), 401);
+    assert_eq!(bearer(&rx, "/webhook/ns_beta/hook1", "t_beta"), 200);
+    assert_eq!(bearer(&rx, "/webhook/ns_beta/hook1", "t_alpha"), 401);
+    assert_eq!(rx.post("/webhook/ns_alpha/hook2", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/ns_beta/hook2", "{}").status, 404);
+    assert_eq!(rx.post("/webhook/no_such_ns/hook1", "{}").status, 404);
+    assert_eq!(rx.post("/webhook/my-ns_1/h", "{}").status, 200);
+    // The flat route uses ETCD_NAMESPACE (default `default`).
+    assert_eq!(rx.post("/webhook/fallback_hook", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/default/fallback_hook", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/hook2", "{}").status, 404);
+    // Bad namespaces and ids.
+    assert_eq!(rx.post("/webhook/bad%20namespace/hook1", "{}").status, 400);
+    assert_eq!(
+        rx.post(&format!("/webhook/{}/hook1", "a".repeat(65)), "{}")
+            .status,
+        400
+    );
+    assert_eq!(rx.post("/webhook/abc%0A/hook1", "{}").status, 400);
+    assert_ne!(rx.post("/webhook/../../etc/hook1", "{}").status, 200);
+    for id in ["admin", "a--b", "_x"] {
+        assert_eq!(
+            rx.post(&format!("/webhook/ns_alpha/{id}"), "{}").status,
+            400,
+            "{id}"
+        );
+    }
+
+    let h = rx.get("/health");
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.json()["components"],
+        json!({"config_manager":"healthy","etcd":"healthy"})
+    );
+    let s = status(&rx);
+    let p = &s["provider"];
+    assert_eq!(p["backend"], "etcd");
+    assert_eq!(p["connected"], true);
+    assert_eq!(p["total_webhooks"], 5);
+    assert_eq!(p["connections_count"], 1);
+    assert_eq!(p["namespaces_count"], 4);
+    assert!(p["revision"].as_i64().unwrap() > 0);
+    assert_eq!(p["prefix"], "/cwm/");
+    let m = rx.get("/metrics").body;
+    assert!(m.contains("cwm_config_etcd_connected 1"), "{m}");
+    assert!(m.contains("cwm_config_webhooks 5"));
+}
+
+#[test]
+fn etcd_namespace_setting_and_per_namespace_catch_all() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/production/webhooks/github_events", LOG);
+    etcd.put("/cwm/default/webhooks/other_id", LOG);
+    etcd.put("/cwm/ns_a/webhooks/default", LOG);
+    let rx = start(&etcd, &[("ETCD_NAMESPACE", "production")]);
+    assert!(eventually(W, || rx
+        .post("/webhook/github_events", "{}")
+        .status
+        == 200));
+    assert_eq!(rx.post("/webhook/other_id", "{}").status, 404);
+    assert_eq!(rx.post("/webhook/ns_a/anything", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/production/anything", "{}").status, 404);
+}
+
+#[test]
+fn live_add_update_delete_and_rejected_keys() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/ns/webhooks/keep", LOG);
+    let rx = start(&etcd, &[]);
+    assert!(eventually(W, || rx.post("/webhook/ns/keep", "{}").status == 200));
+
+    etcd.put("/cwm/ns/webhooks/new_hook", LOG);
+    assert!(
+        eventually(W, || rx.post("/webhook/ns/new_hook", "{}").status == 200),
+        "live add"
+    );
+    etcd.put("/cwm/ns/webhooks/new_hook", &token("t2"));
+    assert!(
+        eventually(W, || bearer(&rx, "/webhook/ns/new_hook", "t2") == 200),
+        "live update"
+    );
+    assert_eq!(rx.post("/webhook/ns/new_hook", "{}").status, 401);
+    etcd.del("/cwm/ns/webhooks/new_hook");
+    assert!(
+        eventually(W, || rx.post("/webhook/ns/new_hook", "{}").status == 404),
+        "live delete"
+    );
+
+    // Each bad value is rejected alone; the last good value keeps serving.
+    for (i, bad) in [
+        "not-json",
+        r#""a string""#,
+        "[1,2,3]",
+        r#"{"module":"no_such_module"}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        etcd.put("/cwm/ns/webhooks/keep", bad);
+        etcd.put(
+            "/cwm/ns/webhooks/marker",
+            &format!(r#"{{"module":"log","n":{i}}}"#),
+        );
+        assert!(
+            eventually(W, || status(&rx)["provider"]["rejected"]
+                .as_array()
+                .is_some_and(|r| r
+                    .iter()
+                    .any(|x| x["key"] == "/cwm/ns/webhooks/keep"))),
+            "{bad} listed"
+        );
+        assert_eq!(
+            rx.post("/webhook/ns/keep", "{}").status,
+            200,
+            "{bad}: last good value serves"
+        );
+    }
+    etcd.put("/cwm/bad namespace!/webhooks/h", LOG);
+    etcd.put("/cwm/ns/webhooks/fresh_bad", "{oops");
+    etcd.put("/cwm/ns/webhooks/after", LOG);
+    assert!(eventually(W, || rx.post("/webhook/ns/after", "{}").status == 200));
+    assert_eq!(rx.post("/webhook/ns/fresh_bad", "{}").status, 404);
+    assert_eq!(health_etcd(&rx), "healthy");
+    let m = rx.get("/metrics").body;
+    assert!(!m.contains("cwm_config_rejected_keys 0"), "{m}");
+}
+
+#[test]
+fn etcd_killed_under_traffic_then_restarted() {
+    let mut etcd = Etcd::start();
+    etcd.put("/cwm/default/webhooks/steady", LOG);
+    let rx = Arc::new(start(&etcd, &[]));
+    assert!(eventually(W, || rx.post("/webhook/steady", "{}").status == 200));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let traffic = {
+        let (rx, stop, sent, failed) = (rx.clone(), stop.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if rx.post("/webhook/steady", "{}").status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    etcd.kill();
+    assert!(
+        eventually(Duration::from_secs(20), || health_etcd(&rx)
+            == "disconnected"),
+        "health shows the outage"
+    );
+    let h = rx.get("/health");
+    assert_eq!(
+        (h.status, h.json()["status"].as_str().unwrap().to_owned()),
+        (200, "healthy".to_owned())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.post("/webhook/unknown_one", "{}").status, 404);
+
+    etcd.restart();
+    etcd.put("/cwm/default/webhooks/after_restart", LOG);
+    assert!(
+        eventually(Duration::from_secs(20), || rx
+            .post("/webhook/after_restart", "{}")
+            .status
+            == 200),
+        "write after restart served"
+    );
+    assert!(eventually(W, || health_etcd(&rx) == "healthy"));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 50, "traffic flowed");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the outage"
+    );
+}
+
+#[test]
+fn starts_while_etcd_is_down_then_loads() {
+    let mut etcd = Etcd::start();
+    etcd.put("/cwm/default/webhooks/late", LOG);
+    etcd.kill();
+    let rx = start(&etcd, &[]);
+    let h = rx.get("/health");
+    assert_eq!(h.status, 503);
+    assert_eq!(h.json()["components"]["etcd"], "connecting");
+    let r = rx.post("/webhook/late", "{}");
+    assert_eq!(
+        (r.status, r.json()),
+        (503, json!({"detail":"configuration not loaded"}))
+    );
+    assert!(r.header("retry-after").is_some());
+    etcd.restart();
+    assert!(eventually(Duration::from_secs(20), || rx
+        .post("/webhook/late", "{}")
+        .status
+        == 200));
+    assert_eq!(rx.get("/health").status, 200);
+}
+
+#[test]
+fn authenticated_etcd() {
+    let etcd = Etcd::start();
+    etcd.ctl_ok(&["user", "add", "root:rootpw"]);
+    etcd.ctl_ok(&["user", "add", "cwm:cwmpw"]);
+    etcd.ctl_ok(&["role", "add", "cwm-read"]);
+    etcd.ctl_ok(&[
+        "role",
+        "grant-permission",
+        "cwm-read",
+        "--prefix=true",
+        "read",
+        "/cwm/",
+    ]);
+    etcd.ctl_ok(&["user", "grant-role", "cwm", "cwm-read"]);
+    etcd.ctl_ok(&["auth", "enable"]);
+    let root = |args: &[&str]| {
+        let mut a = vec!["--user=root:rootpw"];
+        a.extend_from_slice(args);
+        etcd.ctl_ok(&a);
+    };
+    root(&["put", "/cwm/default/webhooks/authed", LOG]);
+    let rx = start(
+        &etcd,
+        &[("ETCD_USERNAME", "cwm"), ("ETCD_PASSWORD", "cwmpw")],
+    );
+    assert!(eventually(W, || rx.post("/webhook/authed", "{}").status == 200));
+    root(&["put", "/cwm/default/webhooks/live", LOG]);
+    assert!(eventually(W, || rx.post("/webhook/live", "{}").status == 200));
+    let s = rx
+        .request(
+            "GET",
+            "/admin/config-status",
+            &[("authorization", "Bearer adm")],
+            None,
+        )
+        .body;
+    assert!(!s.contains("cwmpw"), "password never shown");
+    assert!(!rx.get("/health").body.contains("cwmpw"));
+
+    let wrong = start(
+        &etcd,
+        &[("ETCD_USERNAME", "cwm"), ("ETCD_PASSWORD", "nope")],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(wrong.get("/health").status, 503);
+    assert!(!wrong.stderr().contains("nope"), "password not logged");
+}
+
+#[test]
+fn admin_reload_relists() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/default/webhooks/a", LOG);
+    let rx = start(&etcd, &[]);
+    assert!(eventually(W, || rx.post("/webhook/a", "{}").status == 200));
+    let r = rx.post_with(
+        "/admin/reload-config",
+        &[("authorization", "Bearer adm")],
+        "{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "success");
+    let s = status(&rx);
+    assert_eq!(s["provider"]["resyncs"]["admin"], 1, "{s}");
+}
