@@ -1,1 +1,266 @@
-fn main() {}
+//! `cwmctl`: the command-line tool that replaces the Python gateway's migration snippet.
+//!
+//! `import` copies webhooks.json / connections.json into etcd under a namespace, `export` writes a
+//! namespace back to files, `validate` checks files or etcd exactly as a receiver would load them.
+//! The ETCD_* variables are the receiver's. Exit codes: 0 success, 1 invalid entries or failed
+//! operation, 2 bad usage.
+#![forbid(unsafe_code)]
+
+#[path = "../../common/etcd_args.rs"]
+mod etcd_args;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use cwm_config::etcd::{EtcdSettings, connect};
+use cwm_config::migrate::{self, Action, Entries, ImportOptions, Invalid};
+use cwm_config::{ConfigError, ProcessEnv};
+use cwm_modules::{ModuleContext, Registry};
+
+/// Manage cwm configuration: move it between JSON files and etcd, and validate it.
+#[derive(Debug, Parser)]
+#[command(name = "cwmctl", version)]
+struct Cli {
+    #[command(flatten)]
+    etcd: etcd_args::EtcdArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy webhooks.json and connections.json into etcd (values raw: placeholders stay for the receivers).
+    Import {
+        #[command(flatten)]
+        files: Files,
+        /// Namespace of the webhooks (default: ETCD_NAMESPACE).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Show what would be written, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite keys that already exist (otherwise they are skipped).
+        #[arg(long)]
+        force: bool,
+        /// Import even when some entries fail validation (they would be rejected by receivers).
+        #[arg(long)]
+        allow_invalid: bool,
+    },
+    /// Write one namespace's webhooks and all connections from etcd to JSON files.
+    Export {
+        #[command(flatten)]
+        files: Files,
+        /// Namespace to export (default: ETCD_NAMESPACE).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a configuration without starting a receiver: files (default) or etcd (`--etcd`).
+    Validate {
+        #[command(flatten)]
+        files: Files,
+        /// Validate every key under ETCD_PREFIX in etcd instead of files.
+        #[arg(long)]
+        etcd: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Files {
+    /// Webhooks file.
+    #[arg(long, env = "WEBHOOKS_CONFIG_FILE", default_value = "webhooks.json")]
+    webhooks: PathBuf,
+    /// Connections file.
+    #[arg(
+        long,
+        env = "CONNECTIONS_CONFIG_FILE",
+        default_value = "connections.json"
+    )]
+    connections: PathBuf,
+}
+
+/// A failure with the exit code it maps to.
+struct Failed(u8, String);
+
+impl From<ConfigError> for Failed {
+    fn from(e: ConfigError) -> Self {
+        let code = if matches!(e, ConfigError::Setting(_)) {
+            2
+        } else {
+            1
+        };
+        Failed(code, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cwmctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(code, msg)) => {
+            eprintln!("cwmctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn registry() -> Arc<Registry> {
+    Arc::new(Registry::with_builtin_sinks(ModuleContext::new()))
+}
+
+fn print_invalid(invalid: &[Invalid]) {
+    for i in invalid {
+        println!("  invalid  {}: {}", i.key, i.reason);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failed> {
+    let settings = cli.etcd.settings()?;
+    match cli.command {
+        Command::Import {
+            files,
+            namespace,
+            dry_run,
+            force,
+            allow_invalid,
+        } => {
+            let entries = migrate::read_files(&files.webhooks, &files.connections)?;
+            let invalid = migrate::validate_entries(&entries, &*registry(), &ProcessEnv);
+            print_invalid(&invalid);
+            if !invalid.is_empty() && !allow_invalid {
+                return Err(Failed(
+                    1,
+                    format!(
+                        "{} invalid entries; nothing imported (fix them, or pass --allow-invalid)",
+                        invalid.len()
+                    ),
+                ));
+            }
+            let options = ImportOptions {
+                namespace: namespace.unwrap_or_else(|| settings.default_namespace.clone()),
+                dry_run,
+                force,
+            };
+            let mut client = connect(&settings).await?;
+            let report = migrate::import(&mut client, &settings.prefix, &entries, &options).await?;
+            let verb = if dry_run { "would be " } else { "" };
+            for (key, action) in &report.actions {
+                let what = match action {
+                    Action::Created => "create",
+                    Action::Overwritten => "overwrite",
+                    Action::Skipped => "skip (exists; --force overwrites)",
+                    Action::Unchanged => "unchanged",
+                };
+                println!("  {what:<10} {key}");
+            }
+            println!(
+                "{}: {} webhooks, {} connections -> namespace {:?}: {} {verb}created, {} {verb}overwritten, {} skipped, {} unchanged",
+                if dry_run { "dry run" } else { "imported" },
+                entries.webhooks.len(),
+                entries.connections.len(),
+                options.namespace,
+                report.count(Action::Created),
+                report.count(Action::Overwritten),
+                report.count(Action::Skipped),
+                report.count(Action::Unchanged),
+            );
+            Ok(())
+        }
+        Command::Export {
+            files,
+            namespace,
+            force,
+        } => {
+            let namespace = namespace.unwrap_or_else(|| settings.default_namespace.clone());
+            for path in [&files.webhooks, &files.connections] {
+                if path.exists() && !force {
+                    return Err(Failed(
+                        1,
+                        format!("{} exists (--force replaces it)", path.display()),
+                    ));
+                }
+            }
+            let mut client = connect(&settings).await?;
+            let (entries, invalid) = migrate::export(
+                &mut client,
+                &settings.prefix,
+                &namespace,
+                settings.page_size,
+            )
+            .await?;
+            print_invalid(&invalid);
+            write_json(&files.webhooks, &entries.webhooks)?;
+            write_json(&files.connections, &entries.connections)?;
+            println!(
+                "exported namespace {namespace:?}: {} webhooks to {}, {} connections to {}{}",
+                entries.webhooks.len(),
+                files.webhooks.display(),
+                entries.connections.len(),
+                files.connections.display(),
+                if invalid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} keys skipped)", invalid.len())
+                }
+            );
+            Ok(())
+        }
+        Command::Validate { files, etcd } => {
+            let registry = registry();
+            let (checked, invalid) = if etcd {
+                validate_etcd(&settings, &registry).await?
+            } else {
+                let entries: Entries = migrate::read_files(&files.webhooks, &files.connections)?;
+                let n = entries.webhooks.len() + entries.connections.len();
+                (
+                    n,
+                    migrate::validate_entries(&entries, &*registry, &ProcessEnv),
+                )
+            };
+            print_invalid(&invalid);
+            println!("{checked} entries checked, {} invalid", invalid.len());
+            if invalid.is_empty() {
+                Ok(())
+            } else {
+                Err(Failed(1, "configuration has invalid entries".into()))
+            }
+        }
+    }
+}
+
+async fn validate_etcd(
+    settings: &EtcdSettings,
+    registry: &Registry,
+) -> Result<(usize, Vec<Invalid>), Failed> {
+    let mut client = connect(settings).await?;
+    Ok(migrate::validate_etcd(
+        &mut client,
+        &settings.prefix,
+        settings.page_size,
+        registry,
+        &ProcessEnv,
+    )
+    .await?)
+}
+
+fn write_json(path: &Path, map: &serde_json::Map<String, serde_json::Value>) -> Result<(), Failed> {
+    let mut text = serde_json::to_string_pretty(map).map_err(|e| Failed(1, e.to_string()))?;
+    text.push('\n');
+    std::fs::write(path, text)
+        .map_err(|e| Failed(1, format!("cannot write {}: {e}", path.display())))
+}

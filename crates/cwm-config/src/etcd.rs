@@ -44,11 +44,11 @@ use tokio::task::JoinHandle;
 
 use crate::error::ConfigError;
 use crate::keys::{KeyError, KeyRef, parse_key};
-use crate::model::{ConnectionConfig, WebhookConfig};
-use crate::names::{is_valid_namespace, normalize_prefix, validate_webhook_id};
+use crate::model::ConnectionConfig;
+use crate::names::{is_valid_namespace, normalize_prefix};
 use crate::provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
-    Resync,
+    Resync, compile_webhook, parse_connection,
 };
 use crate::snapshot::{Snapshot, Store, now_rfc3339};
 use crate::subst::Env;
@@ -379,9 +379,11 @@ async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, ConfigError> {
 /// Read every key under `prefix` at one revision, `page_size` keys per request (a single range
 /// over ~25K keys would exceed gRPC's 4 MiB message limit). Every page after the first is pinned
 /// to the first page's revision, which is returned: watching from `revision + 1` misses nothing.
-/// Keys come back sorted. Each page is bounded by 10 s.
+/// Keys come back sorted. Each page is bounded by 10 s. For one namespace, pass
+/// [`crate::keys::namespace_webhooks_prefix`].
 ///
-/// If the revision is compacted between two pages, the listing starts over (up to 3 times).
+/// If the revision is compacted between two pages, the listing starts over (up to 3 times); a
+/// page too large for one gRPC message is retried with half as many keys.
 pub async fn read_all(
     client: &mut Client,
     prefix: &str,
@@ -430,7 +432,16 @@ impl From<etcd_client::Error> for Failure {
 /// A short description of an etcd-client error: gRPC code and message, without metadata.
 fn describe(e: &etcd_client::Error) -> String {
     match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        etcd_client::Error::GRpcStatus(s) => {
+            let mut text = format!("{:?}: {}", s.code(), s.message());
+            // Transport and TLS failures keep their cause in the source chain.
+            let mut source = std::error::Error::source(s);
+            while let Some(cause) = source {
+                text.push_str(&format!(" ({cause})"));
+                source = cause.source();
+            }
+            text
+        }
         other => other.to_string(),
     }
 }
@@ -737,21 +748,13 @@ impl<C: Compiler> Shared<C> {
             },
             Ok(KeyRef::Connection { name }) => Entry::Connection {
                 name,
-                result: parse_json(value).and_then(|v| {
-                    ConnectionConfig::from_value(v, &*self.env).map_err(|e| e.to_string())
-                }),
+                result: parse_json(value).and_then(|v| parse_connection(&*self.env, name, v)),
             },
         }
     }
 
     fn compile_webhook(&self, id: &str, value: &[u8]) -> Result<C::Webhook, String> {
-        if id.trim() != id {
-            return Err("invalid webhook id: surrounding whitespace".into());
-        }
-        validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))?;
-        let value = parse_json(value)?;
-        let config = WebhookConfig::from_value(value, &*self.env).map_err(|e| e.to_string())?;
-        self.compiler.compile(id, config)
+        compile_webhook(&*self.compiler, &*self.env, id, parse_json(value)?)
     }
 }
 
@@ -826,6 +829,7 @@ impl<C: Compiler> Worker<C> {
                     drop(client);
                     failure
                 }
+                Err(ConfigError::Etcd(message)) => Failure::other(message),
                 Err(e) => Failure::other(e.to_string()),
             };
             let message = self.shared.settings.redact(failure.message);
@@ -979,16 +983,10 @@ impl<C: Compiler> Worker<C> {
                     message: format!("etcd cancelled the watch: {why}"),
                 });
             }
+            // A follower's header may lag the linearizable listing a little, so headers only
+            // raise `last_seen`; going backwards is judged on listings and events.
             if let Some(header) = resp.header() {
-                if header.revision() < self.last_seen {
-                    tracing::warn!(
-                        revision = header.revision(),
-                        last_seen = self.last_seen,
-                        "etcd revision went backwards; resyncing"
-                    );
-                    return Ok(Relist("revision_regressed"));
-                }
-                self.last_seen = header.revision();
+                self.last_seen = self.last_seen.max(header.revision());
             }
             if !resp.events().is_empty() && !self.apply_events(resp.events(), listed) {
                 return Ok(Relist("revision_regressed"));

@@ -13,10 +13,9 @@ use notify_debouncer_mini::{Debouncer, new_debouncer};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
-use crate::model::{ConnectionConfig, WebhookConfig};
-use crate::names::validate_webhook_id;
 use crate::provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
+    compile_webhook, parse_connection,
 };
 use crate::snapshot::{Snapshot, Store, now_rfc3339};
 use crate::subst::Env;
@@ -225,12 +224,7 @@ impl<C: Compiler> FileProvider<C> {
         next.clear_webhooks();
         for (id, value) in raw {
             let key = format!("webhooks/{id}");
-            let compiled = validate_webhook_id(id)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    WebhookConfig::from_value(value.clone(), &*self.env).map_err(|e| e.to_string())
-                })
-                .and_then(|cfg| self.compiler.compile(id, cfg));
+            let compiled = compile_webhook(&*self.compiler, &*self.env, id, value.clone());
             match compiled {
                 Ok(w) => next.put_webhook(FILE_NAMESPACE, id, Arc::new(w)),
                 Err(reason) => {
@@ -256,13 +250,10 @@ impl<C: Compiler> FileProvider<C> {
         next.clear_connections();
         for (name, value) in raw {
             let key = format!("connections/{name}");
-            match ConnectionConfig::from_value(value.clone(), &*self.env) {
-                Ok(c) if !name.trim().is_empty() => next.put_connection(name, Arc::new(c)),
-                result => {
+            match parse_connection(&*self.env, name, value.clone()) {
+                Ok(c) => next.put_connection(name, Arc::new(c)),
+                Err(reason) => {
                     diff.rejected += 1;
-                    let reason = result
-                        .err()
-                        .map_or_else(|| "empty connection name".to_owned(), |e| e.to_string());
                     let previous = current.connection(name).cloned();
                     self.store.reject(&key, reason, previous.is_some());
                     if let Some(p) = previous {
@@ -392,6 +383,8 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for FileProvider<C> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    use crate::model::WebhookConfig;
 
     /// Accepts any webhook with a `module`, rejects module "nope".
     struct TestCompiler;

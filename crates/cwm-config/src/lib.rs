@@ -12,6 +12,7 @@ pub mod error;
 pub mod etcd;
 pub mod file;
 pub mod keys;
+pub mod migrate;
 pub mod model;
 pub mod names;
 pub mod provider;
@@ -23,7 +24,7 @@ pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
-    Resync,
+    Resync, compile_webhook, parse_connection,
 };
 pub use snapshot::{CATCH_ALL_ID, Rejection, Snapshot, Store};
 pub use subst::{Env, ProcessEnv};

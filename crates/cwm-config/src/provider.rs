@@ -114,3 +114,31 @@ pub trait ConfigProvider<W: Send + Sync + 'static>: Send + Sync {
     /// Stop background work. Safe to call twice.
     async fn shutdown(&self);
 }
+
+/// Validate and compile one webhook entry exactly as every backend does: the id rules, object
+/// check, substitution, typed fields, then the compiler (module known, module-config valid).
+pub fn compile_webhook<C: Compiler>(
+    compiler: &C,
+    env: &dyn crate::subst::Env,
+    id: &str,
+    value: serde_json::Value,
+) -> Result<C::Webhook, String> {
+    if id.trim() != id {
+        return Err("invalid webhook id: surrounding whitespace".into());
+    }
+    crate::names::validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))?;
+    let config = WebhookConfig::from_value(value, env).map_err(|e| e.to_string())?;
+    compiler.compile(id, config)
+}
+
+/// Validate one connection entry exactly as every backend does.
+pub fn parse_connection(
+    env: &dyn crate::subst::Env,
+    name: &str,
+    value: serde_json::Value,
+) -> Result<crate::model::ConnectionConfig, String> {
+    if name.trim().is_empty() {
+        return Err("empty connection name".into());
+    }
+    crate::model::ConnectionConfig::from_value(value, env).map_err(|e| e.to_string())
+}
