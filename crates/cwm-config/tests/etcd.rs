@@ -472,8 +472,22 @@ async fn invalid_values_keep_the_last_good_value() {
         "/cwm/global/connections/c1",
         r#"{"type":"redis-rq","host":"169.254.169.254","port":6379}"#,
     );
+    // K06: a non-UTF-8 key is refused alone; a 1.4 MiB value loads.
+    let mut c = client(&etcd.endpoint()).await;
+    c.put(b"/cwm/ns1/webhooks/\xff".to_vec(), LOG, None)
+        .await
+        .unwrap();
+    let big = json!({"module":"log","pad":"b".repeat(1_400_000)}).to_string();
+    c.put("/cwm/ns2/webhooks/big", big, None).await.unwrap();
     put(&etcd, "/cwm/ns2/webhooks/after", LOG);
     wait_until("a later valid key", w, || has(&p, "ns2", "after")).await;
+    assert!(has(&p, "ns2", "big"));
+    assert!(
+        rejection(&p, "/cwm/ns1/webhooks/\u{fffd}")
+            .unwrap()
+            .0
+            .contains("UTF-8")
+    );
     assert!(!has(&p, "ns1", "fresh") && !has(&p, "ns1", "admin"));
     assert!(!rejection(&p, "/cwm/ns1/webhooks/fresh").unwrap().1);
     assert!(
@@ -504,8 +518,8 @@ async fn invalid_values_keep_the_last_good_value() {
         .await
         .unwrap();
     let webhooks = report.webhooks.unwrap();
-    assert_eq!(webhooks.rejected, 4, "{webhooks:?}");
-    assert_eq!(webhooks.total, 2, "{webhooks:?}");
+    assert_eq!(webhooks.rejected, 5, "{webhooks:?}");
+    assert_eq!(webhooks.total, 3, "{webhooks:?}");
     assert_eq!(
         (webhooks.added, webhooks.modified, webhooks.removed),
         (0, 0, 0)
@@ -514,7 +528,7 @@ async fn invalid_values_keep_the_last_good_value() {
     assert_eq!(auth_of(&p, "ns1", "hook1").as_deref(), Some("Bearer good"));
     assert_eq!(p.status().resyncs.get("admin"), Some(&1));
     assert_eq!(p.status().last_resync.unwrap().reason, "admin");
-    assert_eq!(p.status().rejected.len(), 5);
+    assert_eq!(p.status().rejected.len(), 6);
 
     // Fixing the key serves the new value and clears the rejection.
     put(
