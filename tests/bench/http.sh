@@ -8,7 +8,8 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 
-cargo build --release --locked -q -p cwm-receiver -p cwm-tests --example bare_hyper
+cargo build --release --locked -q -p cwm-receiver
+cargo build --release --locked -q -p cwm-tests --example bare_hyper
 BIN=target/release/cwm-receiver
 BARE=target/release/examples/bare_hyper
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

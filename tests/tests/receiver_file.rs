@@ -384,3 +384,65 @@ fn missing_webhooks_file_serves_nothing_and_warns() {
     assert_eq!(rx.post("/webhook/anything", "{}").status, 404);
     assert!(rx.stderr().contains("not found"));
 }
+
+#[test]
+fn stats_counts_accepted_requests_with_auth_allow_list_and_rate_limit() {
+    let rx = Receiver::start(
+        &[("webhooks.json", WEBHOOKS)],
+        &[
+            ("HOOK_TOKEN", "x"),
+            ("STATS_AUTH_TOKEN", "st"),
+            ("STATS_RATE_LIMIT", "3"),
+            ("DEFAULT_ENDPOINT_RATE_LIMIT", "2"),
+        ],
+    );
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/ns1/logged", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/nope", "{}").status, 404);
+    assert_eq!(rx.get("/stats").status, 401);
+    assert_eq!(
+        rx.request("GET", "/stats", &[("authorization", "Bearer wrong")], None)
+            .status,
+        401
+    );
+    let s = rx.request("GET", "/stats", &[("authorization", "Bearer st")], None);
+    assert_eq!(s.status, 200, "{}", s.body);
+    let v = s.json();
+    assert_eq!(v["logged"]["total"], 2);
+    assert_eq!(v["logged"]["minute"], 2);
+    assert_eq!(v["logged"]["day"], 2);
+    assert_eq!(v["ns1/logged"]["total"], 1);
+    assert!(v.get("nope").is_none(), "only accepted requests count");
+    for _ in 0..2 {
+        assert_eq!(rx.request("GET", "/stats", &[("authorization", "st")], None).status, 200);
+    }
+    let limited = rx.request("GET", "/stats", &[("authorization", "st")], None);
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.json()["detail"],
+        "Rate limit exceeded. Limit: 3 requests per minute"
+    );
+    assert!(limited.header("retry-after").is_some());
+
+    assert_eq!(rx.get("/").status, 200);
+    assert_eq!(rx.get("/").status, 200);
+    assert_eq!(rx.get("/").status, 429);
+
+    let denied = Receiver::start(
+        &[("webhooks.json", WEBHOOKS)],
+        &[("HOOK_TOKEN", "x"), ("STATS_ALLOWED_IPS", "10.1.2.3")],
+    );
+    assert_eq!(
+        denied.get("/stats").json(),
+        json!({"detail":"Access denied from this IP address"})
+    );
+    let allowed = Receiver::start(
+        &[("webhooks.json", WEBHOOKS)],
+        &[
+            ("HOOK_TOKEN", "x"),
+            ("STATS_ALLOWED_IPS", "10.1.2.3, 127.0.0.1"),
+        ],
+    );
+    assert_eq!(allowed.get("/stats").status, 200);
+}

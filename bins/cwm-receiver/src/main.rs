@@ -105,6 +105,30 @@ struct Args {
     #[arg(long, env = "FORCE_HTTPS", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     force_https: bool,
 
+    /// Token required by GET /stats (`Bearer <token>` or the bare token). Unset: /stats is open.
+    #[arg(long, env = "STATS_AUTH_TOKEN", hide_env_values = true)]
+    stats_auth_token: Option<String>,
+
+    /// Comma-separated client IPs allowed to read /stats (empty: any).
+    #[arg(long, env = "STATS_ALLOWED_IPS", default_value = "", value_parser = parse_ip_list)]
+    stats_allowed_ips: IpList,
+
+    /// GET /stats requests per minute per client IP.
+    #[arg(long, env = "STATS_RATE_LIMIT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    stats_rate_limit: u32,
+
+    /// Show webhook ids in /stats as `webhook_<hash>`.
+    #[arg(long, env = "STATS_SANITIZE_IDS", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    stats_sanitize_ids: bool,
+
+    /// GET / requests per minute per client IP.
+    #[arg(long, env = "DEFAULT_ENDPOINT_RATE_LIMIT", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    default_endpoint_rate_limit: u32,
+
+    /// Comma-separated proxy IPs whose X-Forwarded-For / X-Real-IP names the client (for /stats and /).
+    #[arg(long, env = "TRUSTED_PROXY_IPS", default_value = "", value_parser = parse_ip_list)]
+    trusted_proxy_ips: IpList,
+
     /// Accepted for compatibility and ignored: connection hosts on localhost are always allowed.
     #[arg(long, env = "ALLOW_LOCALHOST_FOR_TESTS", hide = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     allow_localhost_for_tests: Option<bool>,
@@ -123,6 +147,22 @@ struct Args {
     /// Diagnostic log filter, e.g. `info` or `cwm_http=debug`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+}
+
+/// A comma-separated list of IP addresses.
+#[derive(Debug, Clone, Default)]
+struct IpList(Vec<std::net::IpAddr>);
+
+fn parse_ip_list(s: &str) -> Result<IpList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse()
+                .map_err(|_| format!("{p:?} is not an IP address (CIDR ranges are not supported)"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(IpList)
 }
 
 fn parse_debounce(s: &str) -> Result<f64, String> {
@@ -230,6 +270,15 @@ async fn run(args: Args) -> ExitCode {
         receive_queue_capacity: args.receive_queue_capacity as usize,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout_seconds),
         force_https: args.force_https,
+        stats_token: args
+            .stats_auth_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+        stats_allowed_ips: args.stats_allowed_ips.0,
+        stats_rate_limit: args.stats_rate_limit,
+        stats_sanitize_ids: args.stats_sanitize_ids,
+        root_rate_limit: args.default_endpoint_rate_limit,
+        trusted_proxy_ips: args.trusted_proxy_ips.0,
         ..HttpSettings::default()
     };
     let addr = SocketAddr::new(args.host, args.port);

@@ -16,6 +16,7 @@ mod metrics;
 mod response;
 mod server;
 pub mod settings;
+mod stats;
 mod webhook;
 
 use std::sync::Arc;
@@ -43,6 +44,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The configuration source the receiver serves from.
 pub type Provider = Arc<dyn ConfigProvider<CompiledWebhook>>;
 
+/// The TCP peer of a request, put in its extensions by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The receiver service. Cheap to clone; all clones share state.
 #[derive(Clone)]
 pub struct Receiver {
@@ -56,17 +61,23 @@ pub(crate) struct Inner {
     /// Permits for events accepted with `"ack": "receive"` and not yet delivered.
     queue: Arc<Semaphore>,
     tasks: TaskTracker,
+    stats: stats::Stats,
+    stats_limiter: stats::RateLimiter,
+    root_limiter: stats::RateLimiter,
 }
 
 impl Receiver {
     pub fn new(provider: Provider, settings: HttpSettings) -> Self {
         let queue = Arc::new(Semaphore::new(settings.receive_queue_capacity));
         let inner = Arc::new(Inner {
+            stats_limiter: stats::RateLimiter::new(settings.stats_rate_limit),
+            root_limiter: stats::RateLimiter::new(settings.root_rate_limit),
             provider,
             settings,
             metrics: metrics::Metrics::new(),
             queue,
             tasks: TaskTracker::new(),
+            stats: stats::Stats::default(),
         });
         Self { inner }
     }
@@ -126,14 +137,20 @@ impl Receiver {
                 return response::method_not_allowed("POST");
             }
             let outcome = webhook::handle(inner, req, namespace, id).await;
-            inner
-                .metrics
-                .request(outcome.label, outcome.response.status().as_u16());
+            let status = outcome.response.status();
+            if status == StatusCode::OK {
+                inner.stats.record(&outcome.label);
+            }
+            inner.metrics.request(outcome.label, status.as_u16());
             return outcome.response;
         }
         match path {
             "/" => match *method {
-                Method::GET | Method::HEAD => response::ok(),
+                Method::GET | Method::HEAD => self.root(&req),
+                _ => response::method_not_allowed("GET"),
+            },
+            "/stats" => match *method {
+                Method::GET => self.stats(&req),
                 _ => response::method_not_allowed("GET"),
             },
             "/health" => match *method {
@@ -192,6 +209,77 @@ impl Receiver {
             StatusCode::SERVICE_UNAVAILABLE
         };
         response::json(status, &body)
+    }
+
+    /// The client address (pipeline.md 5.5): the peer, or the forwarded address when the peer is
+    /// a trusted proxy.
+    fn client_ip<B>(&self, req: &Request<B>) -> Option<std::net::IpAddr> {
+        let peer = req.extensions().get::<PeerAddr>()?.0.ip();
+        if !self.inner.settings.trusted_proxy_ips.contains(&peer) {
+            return Some(peer);
+        }
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        header("x-forwarded-for")
+            .or_else(|| header("x-real-ip"))
+            .or(Some(peer))
+    }
+
+    fn rate_limited(limiter: &stats::RateLimiter) -> Response<Body> {
+        let msg = format!(
+            "Rate limit exceeded. Limit: {} requests per minute",
+            limiter.limit()
+        );
+        let mut r = response::detail(StatusCode::TOO_MANY_REQUESTS, &msg);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(60));
+        r
+    }
+
+    /// `GET /`, rate limited per client IP.
+    fn root<B>(&self, req: &Request<B>) -> Response<Body> {
+        if let Some(ip) = self.client_ip(req)
+            && !self.inner.root_limiter.allow(ip)
+        {
+            return Self::rate_limited(&self.inner.root_limiter);
+        }
+        response::ok()
+    }
+
+    /// `GET /stats`: optional token, optional IP allow-list, rate limit, then the counts.
+    fn stats<B>(&self, req: &Request<B>) -> Response<Body> {
+        let settings = &self.inner.settings;
+        if let Some(expected) = &settings.stats_token {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            if let Err(auth::AdminDenied::Unauthorized(msg)) =
+                auth::check_admin(Some(expected), header)
+            {
+                return response::detail(StatusCode::UNAUTHORIZED, msg);
+            }
+        }
+        let ip = self.client_ip(req);
+        if !settings.stats_allowed_ips.is_empty()
+            && ip.is_some_and(|ip| !settings.stats_allowed_ips.contains(&ip))
+        {
+            return response::detail(StatusCode::FORBIDDEN, "Access denied from this IP address");
+        }
+        if let Some(ip) = ip
+            && !self.inner.stats_limiter.allow(ip)
+        {
+            return Self::rate_limited(&self.inner.stats_limiter);
+        }
+        response::json(
+            StatusCode::OK,
+            &self.inner.stats.render(settings.stats_sanitize_ids),
+        )
     }
 
     fn metrics(&self) -> Response<Body> {

@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::Receiver;
+use crate::{PeerAddr, Receiver};
 
 /// Serve `receiver` on `listener` until `shutdown` resolves; then stop accepting, let in-flight
 /// requests finish and queued deliveries drain (each bounded by the shutdown timeout).
@@ -22,7 +22,7 @@ pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Fut
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -33,8 +33,9 @@ pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Fut
                 };
                 let _ = stream.set_nodelay(true);
                 let rx = receiver.clone();
-                let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                     let rx = rx.clone();
+                    req.extensions_mut().insert(PeerAddr(peer));
                     async move { Ok::<_, Infallible>(rx.handle(req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();

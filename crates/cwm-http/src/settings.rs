@@ -1,5 +1,6 @@
 //! Receiver settings that are not configuration entries (limits, admin token, timeouts).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Default body limit: 10 MiB, as upstream (DECISIONS H4).
@@ -22,6 +23,18 @@ pub struct HttpSettings {
     pub force_https: bool,
     /// Seconds suggested in `Retry-After` when a delivery failed.
     pub retry_after_seconds: u32,
+    /// `STATS_AUTH_TOKEN`: when set, `/stats` needs it (`Bearer T` or `T`).
+    pub stats_token: Option<String>,
+    /// `STATS_ALLOWED_IPS`: when non-empty, only these client IPs may read `/stats`.
+    pub stats_allowed_ips: Vec<IpAddr>,
+    /// `STATS_RATE_LIMIT`: `/stats` requests per minute per client IP.
+    pub stats_rate_limit: u32,
+    /// `STATS_SANITIZE_IDS`: hash webhook ids in `/stats`.
+    pub stats_sanitize_ids: bool,
+    /// `DEFAULT_ENDPOINT_RATE_LIMIT`: `GET /` requests per minute per client IP.
+    pub root_rate_limit: u32,
+    /// `TRUSTED_PROXY_IPS`: peers whose `X-Forwarded-For` / `X-Real-IP` names the client.
+    pub trusted_proxy_ips: Vec<IpAddr>,
 }
 
 impl Default for HttpSettings {
@@ -34,6 +47,12 @@ impl Default for HttpSettings {
             shutdown_timeout: Duration::from_secs(30),
             force_https: false,
             retry_after_seconds: 5,
+            stats_token: None,
+            stats_allowed_ips: Vec::new(),
+            stats_rate_limit: 60,
+            stats_sanitize_ids: false,
+            root_rate_limit: 120,
+            trusted_proxy_ips: Vec::new(),
         }
     }
 }
@@ -50,6 +69,15 @@ impl std::fmt::Debug for HttpSettings {
             .field("receive_queue_capacity", &self.receive_queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("force_https", &self.force_https)
+            .field(
+                "stats_token",
+                &self.stats_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("stats_allowed_ips", &self.stats_allowed_ips)
+            .field("stats_rate_limit", &self.stats_rate_limit)
+            .field("stats_sanitize_ids", &self.stats_sanitize_ids)
+            .field("root_rate_limit", &self.root_rate_limit)
+            .field("trusted_proxy_ips", &self.trusted_proxy_ips)
             .finish()
     }
 }

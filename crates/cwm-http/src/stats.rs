@@ -1,0 +1,233 @@
+//! `GET /stats` (pipeline.md 1.4) kept in memory with the upstream's JSON shape, and the small
+//! per-client-IP rate limiter that guards `/stats` and `GET /`.
+//!
+//! The upstream keeps these counters in Redis; here they are per process (a deployment with many
+//! instances sums them in its metrics system: `/metrics` has the same counts).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// Counts per time slot; a slot is reused once its period has passed.
+struct Ring<const N: usize> {
+    stamps: [AtomicU64; N],
+    counts: [AtomicU64; N],
+}
+
+impl<const N: usize> Ring<N> {
+    fn new() -> Self {
+        Self {
+            stamps: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn add(&self, period: u64) {
+        let i = (period % N as u64) as usize;
+        let stamp = self.stamps[i].load(Ordering::Acquire);
+        if stamp != period
+            && self.stamps[i]
+                .compare_exchange(stamp, period, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.counts[i].store(0, Ordering::Release);
+        }
+        self.counts[i].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Sum of the `k` most recent periods up to `now`, the current one included.
+    fn sum(&self, now: u64, k: u64) -> u64 {
+        (0..k.min(N as u64))
+            .filter_map(|back| now.checked_sub(back))
+            .map(|p| {
+                let i = (p % N as u64) as usize;
+                if self.stamps[i].load(Ordering::Acquire) == p {
+                    self.counts[i].load(Ordering::Acquire)
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+}
+
+struct Counter {
+    total: AtomicU64,
+    minutes: Ring<60>,
+    hours: Ring<24>,
+    days: Ring<30>,
+}
+
+/// Accepted webhook requests per stats key (`id` or `namespace/id`).
+#[derive(Default)]
+pub(crate) struct Stats {
+    counters: RwLock<HashMap<String, Arc<Counter>>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Stats {
+    /// Count one accepted request. The common case (a known key) takes a read lock and allocates
+    /// nothing.
+    pub fn record(&self, key: &str) {
+        let found = self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        let counter = match found {
+            Some(c) => c,
+            None => self
+                .counters
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Counter {
+                        total: AtomicU64::new(0),
+                        minutes: Ring::new(),
+                        hours: Ring::new(),
+                        days: Ring::new(),
+                    })
+                })
+                .clone(),
+        };
+        let now = unix_now();
+        counter.total.fetch_add(1, Ordering::AcqRel);
+        counter.minutes.add(now / 60);
+        counter.hours.add(now / 3600);
+        counter.days.add(now / 86_400);
+    }
+
+    /// The upstream body: `{"<key>": {"total","minute","5_minutes",...,"month"}}`.
+    pub fn render(&self, sanitize_ids: bool) -> Value {
+        let now = unix_now();
+        let (m, h, d) = (now / 60, now / 3600, now / 86_400);
+        let counters = self.counters.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Map::new();
+        for (key, c) in counters.iter() {
+            let name = if sanitize_ids {
+                sanitized(key)
+            } else {
+                key.clone()
+            };
+            out.insert(
+                name,
+                json!({
+                    "total": c.total.load(Ordering::Acquire),
+                    "minute": c.minutes.sum(m, 1),
+                    "5_minutes": c.minutes.sum(m, 5),
+                    "15_minutes": c.minutes.sum(m, 15),
+                    "30_minutes": c.minutes.sum(m, 30),
+                    "hour": c.minutes.sum(m, 60),
+                    "day": c.hours.sum(h, 24),
+                    "week": c.days.sum(d, 7),
+                    "month": c.days.sum(d, 30),
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+/// `webhook_` + the first 16 hex digits of SHA-256(key).
+fn sanitized(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut s = String::from("webhook_");
+    for b in &digest[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Fixed one-minute windows per client key. Small and bounded: entries of past windows are dropped
+/// whenever the map grows past a few thousand clients.
+pub(crate) struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Whether one more request from `client` is allowed now.
+    pub fn allow(&self, client: IpAddr) -> bool {
+        let now = Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut w = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.len() > 4096 {
+            w.retain(|_, (start, _)| now.duration_since(*start) < minute);
+        }
+        let entry = w.entry(client).or_insert((now, 0));
+        if now.duration_since(entry.0) >= minute {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_windows() {
+        let s = Stats::default();
+        s.record("a");
+        s.record("a");
+        s.record("ns/b");
+        let v = s.render(false);
+        assert_eq!(v["a"]["total"], 2);
+        assert_eq!(v["a"]["minute"], 2);
+        assert_eq!(v["a"]["month"], 2);
+        assert_eq!(v["ns/b"]["hour"], 1);
+        let hashed = s.render(true);
+        let key = hashed.as_object().unwrap().keys().next().unwrap().clone();
+        assert!(key.starts_with("webhook_") && key.len() == 8 + 16, "{key}");
+    }
+
+    #[test]
+    fn ring_forgets_old_periods() {
+        let r: Ring<3> = Ring::new();
+        r.add(10);
+        r.add(11);
+        r.add(11);
+        assert_eq!(r.sum(11, 2), 3);
+        assert_eq!(r.sum(11, 1), 2);
+        r.add(13); // reuses slot of 10
+        assert_eq!(r.sum(13, 3), 1);
+    }
+
+    #[test]
+    fn rate_limit_per_client() {
+        let l = RateLimiter::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(l.allow(a) && l.allow(a));
+        assert!(!l.allow(a));
+        assert!(l.allow(b));
+    }
+}
