@@ -415,7 +415,11 @@ fn stats_counts_accepted_requests_with_auth_allow_list_and_rate_limit() {
     assert_eq!(v["ns1/logged"]["total"], 1);
     assert!(v.get("nope").is_none(), "only accepted requests count");
     for _ in 0..2 {
-        assert_eq!(rx.request("GET", "/stats", &[("authorization", "st")], None).status, 200);
+        assert_eq!(
+            rx.request("GET", "/stats", &[("authorization", "st")], None)
+                .status,
+            200
+        );
     }
     let limited = rx.request("GET", "/stats", &[("authorization", "st")], None);
     assert_eq!(limited.status, 429);
@@ -445,4 +449,27 @@ fn stats_counts_accepted_requests_with_auth_allow_list_and_rate_limit() {
         ],
     );
     assert_eq!(allowed.get("/stats").status, 200);
+}
+
+#[test]
+fn h2c_with_prior_knowledge() {
+    cwm_testkit::require_binary("curl", "curl");
+    let rx = start();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "-X",
+            "POST",
+            "-d",
+            "{\"h2\":1}",
+        ])
+        .arg(rx.url("/webhook/logged"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }
