@@ -3,3 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash http.sh
+bash etcd.sh

@@ -60,7 +60,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Upstream default endpoint (ETCD_HOST=localhost, ETCD_PORT=2379).
 pub const DEFAULT_ENDPOINT: &str = "localhost:2379";
 /// Keys per range request. 1000 keys of ~250 bytes is ~300 KB, far below gRPC's 4 MiB.
-pub const DEFAULT_PAGE_SIZE: i64 = 1000;
+pub const DEFAULT_PAGE_SIZE: i64 = 10_000;
 
 /// Largest gRPC message accepted from etcd. Pages shrink on their own when a response is larger
 /// (huge values), so this only has to exceed one value plus overhead (etcd caps a request at
