@@ -217,8 +217,10 @@ mod tests {
         r.add(11);
         assert_eq!(r.sum(11, 2), 3);
         assert_eq!(r.sum(11, 1), 2);
-        r.add(13); // reuses slot of 10
-        assert_eq!(r.sum(13, 3), 1);
+        r.add(13); // reuses the slot of period 10, whose count is dropped
+        assert_eq!(r.sum(13, 1), 1);
+        assert_eq!(r.sum(13, 3), 3); // periods 13 and 11 (12 had none)
+        assert_eq!(r.sum(10, 1), 0);
     }
 
     #[test]
