@@ -1283,24 +1283,13 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for EtcdProvider<C> {
                 info.resyncs.clone(),
             )
         };
-        let mut status = ProviderStatus {
-            backend: "etcd",
-            initialized: self.shared.store.is_loaded(),
-            connected: self.state() == BackendState::Healthy,
-            revision: 0,
-            default_namespace: String::new(),
-            namespaces_count: 0,
-            namespaces: Vec::new(),
-            total_webhooks: 0,
-            connections_count: 0,
-            rejected: self.shared.store.rejections(),
-            last_reload,
-            last_error: last_error.map(|e| settings.redact(e)),
-            last_resync,
-            resyncs,
-            details,
-        };
-        status.counts_from(&self.shared.store.load());
+        let mut status = ProviderStatus::from_store("etcd", &self.shared.store);
+        status.connected = self.state() == BackendState::Healthy;
+        status.last_reload = last_reload;
+        status.last_error = last_error.map(|e| settings.redact(e));
+        status.last_resync = last_resync;
+        status.resyncs = resyncs;
+        status.details = details;
         status
     }
 

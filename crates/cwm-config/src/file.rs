@@ -326,24 +326,11 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for FileProvider<C> {
             "file_watching_enabled".into(),
             Value::Bool(self.is_watching()),
         );
-        let mut status = ProviderStatus {
-            backend: "file",
-            initialized: self.store.is_loaded(),
-            connected: true,
-            revision: 0,
-            default_namespace: String::new(),
-            namespaces_count: 0,
-            namespaces: Vec::new(),
-            total_webhooks: 0,
-            connections_count: 0,
-            rejected: self.store.rejections(),
-            last_reload: info.last_reload.clone(),
-            last_error: info.last_error.clone(),
-            last_resync: None,
-            resyncs: Default::default(),
-            details,
-        };
-        status.counts_from(&self.store.load());
+        let mut status = ProviderStatus::from_store("file", &self.store);
+        status.connected = true;
+        status.last_reload = info.last_reload.clone();
+        status.last_error = info.last_error.clone();
+        status.details = details;
         status
     }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::ConfigError;
 use crate::model::WebhookConfig;
-use crate::snapshot::{Rejection, Snapshot};
+use crate::snapshot::{Rejection, Snapshot, Store};
 
 /// Turns a validated [`WebhookConfig`] into whatever the application serves from (for the
 /// receiver: the config plus its ready-to-use sink). Runs once per config change, never per request.
@@ -88,14 +88,28 @@ pub struct ProviderStatus {
 }
 
 impl ProviderStatus {
-    /// Fill the counts from a snapshot.
-    pub fn counts_from<W>(&mut self, snap: &Snapshot<W>) {
-        self.revision = snap.revision();
-        self.default_namespace = snap.default_namespace().to_owned();
-        self.namespaces = snap.namespaces();
-        self.namespaces_count = self.namespaces.len();
-        self.total_webhooks = snap.webhook_count();
-        self.connections_count = snap.connection_count();
+    /// The status every backend shares, read from its store: counts, revision and rejections.
+    /// The backend then sets `connected`, the timestamps and its `details`.
+    pub fn from_store<W>(backend: &'static str, store: &Store<W>) -> Self {
+        let snap = store.load();
+        let namespaces = snap.namespaces();
+        Self {
+            backend,
+            initialized: store.is_loaded(),
+            connected: false,
+            revision: snap.revision(),
+            default_namespace: snap.default_namespace().to_owned(),
+            namespaces_count: namespaces.len(),
+            namespaces,
+            total_webhooks: snap.webhook_count(),
+            connections_count: snap.connection_count(),
+            rejected: store.rejections(),
+            last_reload: None,
+            last_error: None,
+            last_resync: None,
+            resyncs: BTreeMap::new(),
+            details: serde_json::Map::new(),
+        }
     }
 }
 

@@ -111,8 +111,10 @@ impl Receiver {
                 .headers()
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        let path = req.uri().path().to_owned();
-        let mut resp = self.route(req, &method, &path).await;
+        // Cloning a `Uri` shares its bytes (no copy of the path), so the path outlives `req`.
+        let uri = req.uri().clone();
+        let path = uri.path();
+        let mut resp = self.route(req, &method, path).await;
         response::add_security_headers(&mut resp, hsts);
         tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
         resp
