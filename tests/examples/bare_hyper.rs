@@ -1,9 +1,13 @@
 //! Benchmark baseline: the smallest useful hyper server. It reads the whole body and answers 200
-//! with a small JSON body, on the same runtime and connection builder as the receiver.
+//! with a small JSON body, on the same runtime, connection builder and allocator as the receiver.
 //!
 //! `PORT=9000 cargo run --release -p cwm-tests --example bare_hyper`
 
 use std::convert::Infallible;
+
+/// The receiver's allocator, so the comparison measures the request path and not malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -11,7 +11,9 @@
 
 mod admin;
 mod auth;
-mod json;
+// Public only for the fuzz targets (fuzz/fuzz_targets/json_body.rs); not part of the API.
+#[doc(hidden)]
+pub mod json;
 mod metrics;
 mod response;
 mod server;
@@ -129,10 +131,10 @@ impl Receiver {
             if let Some(trimmed) = rest.strip_suffix('/').filter(|r| !r.is_empty()) {
                 return redirect(&format!("/webhook/{trimmed}"));
             }
-            let segments: Vec<String> = rest.split('/').map(decode).collect();
-            let (namespace, id) = match segments.as_slice() {
-                [id] if !id.is_empty() => (None, id.clone()),
-                [ns, id] if !id.is_empty() => (Some(ns.clone()), id.clone()),
+            let mut segments = rest.split('/');
+            let (namespace, id) = match (segments.next(), segments.next(), segments.next()) {
+                (Some(id), None, None) if !id.is_empty() => (None, decode(id)),
+                (Some(ns), Some(id), None) if !id.is_empty() => (Some(decode(ns)), decode(id)),
                 _ => return response::not_found(),
             };
             if method != Method::POST {

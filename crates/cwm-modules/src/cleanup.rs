@@ -1,9 +1,13 @@
 //! Credential cleanup (pipeline.md 2.6): what sinks receive has credentials masked or removed,
 //! unless a webhook turns it off with `"credential_cleanup": {"enabled": false}`.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 
 use cwm_config::WebhookConfig;
+
+use crate::words::WordSet;
 
 const MASK: &str = "***REDACTED***";
 const MAX_DEPTH: usize = 100;
@@ -94,14 +98,16 @@ impl CredentialCleanup {
         self.enabled
     }
 
-    /// Whether a field or header name is a credential.
+    /// Whether a field or header name is a credential: the trimmed name, ignoring ASCII case, is
+    /// a listed field or contains one of the `CONTAINS` words. (Upstream also flags `x-*-key`,
+    /// `x-*-token` and `x-*-secret`; those contain `key`, `token` or `secret` already.)
     pub fn is_credential(&self, name: &str) -> bool {
-        let n = name.trim().to_ascii_lowercase();
-        DEFAULT_FIELDS.contains(&n.as_str())
-            || self.extra_fields.contains(&n)
-            || CONTAINS.iter().any(|c| n.contains(c))
-            || (n.starts_with("x-")
-                && (n.ends_with("-key") || n.ends_with("-token") || n.ends_with("-secret")))
+        static CONTAINED: LazyLock<WordSet> = LazyLock::new(|| WordSet::new(CONTAINS));
+        let n = name.trim();
+        let listed = |f: &String| n.eq_ignore_ascii_case(f);
+        CONTAINED.found_in(n.as_bytes())
+            || DEFAULT_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f))
+            || self.extra_fields.iter().any(listed)
     }
 
     /// Clean a JSON payload in place. Objects under a credential key are recursed into, not masked.

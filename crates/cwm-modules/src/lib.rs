@@ -15,6 +15,7 @@ pub mod log;
 mod opts;
 pub mod registry;
 pub mod sink;
+mod words;
 
 pub use cleanup::CredentialCleanup;
 pub use context::ModuleContext;
