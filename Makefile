@@ -1,5 +1,6 @@
 # cwm: `make run` starts the receiver on port 8000 with the example config; `make test` installs
-# what the tests need (Debian packages) and runs every test; `make bench` prints the benchmarks.
+# what the tests need (Debian packages) and runs every test; `make bench` prints the benchmarks;
+# `make fuzz` runs each fuzz target for FUZZ_SECONDS.
 
 CARGO   ?= cargo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -9,7 +10,10 @@ PORT    ?= 8000
 WEBHOOKS_CONFIG_FILE    ?= config/examples/webhooks.json
 CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
 
-.PHONY: run test bench build lint fmt scenario deps-build deps-test deps-bench clean
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= json_body subst etcd_key webhook_config
+
+.PHONY: run test bench build lint fmt scenario fuzz deps-build deps-test deps-bench clean
 
 # Install Debian packages whose command is missing: $(call need,<command>,<package>)
 define need
@@ -53,6 +57,18 @@ scenario: deps-test build
 
 bench: deps-bench
 	bash tests/bench/run.sh
+
+# cargo-fuzz targets (fuzz/, its own workspace, nightly), one after the other, FUZZ_SECONDS each.
+# The seeds in fuzz/corpus/<target> are only read; what the fuzzer finds goes to fuzz/corpus-work,
+# crashes to fuzz/artifacts/<target>.
+fuzz: deps-build
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus-work/$$t && \
+	  $(CARGO) +nightly fuzz run $$t corpus-work/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
