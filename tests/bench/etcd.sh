@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --locked -q -p cwm-receiver -p cwm-tests --example etcd_bench
+# Two builds: `--example` selects only the example, so the receiver binary it starts is built first.
+cargo build --release --locked -q -p cwm-receiver
+cargo build --release --locked -q -p cwm-tests --example etcd_bench
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 "$target_dir/release/examples/etcd_bench"
 

@@ -340,3 +340,159 @@ fn admin_reload_relists() {
     let s = status(&rx);
     assert_eq!(s["provider"]["resyncs"]["admin"], 1, "{s}");
 }
+
+/// Scale: 25,000 webhooks (5,000 namespaces x 5, values of about 250 bytes, `log` module) seeded
+/// in etcd before the receiver starts; every one of them answers 200 to a POST with its token,
+/// and an id of one namespace is 404 in another.
+#[test]
+fn twenty_five_thousand_webhooks_all_served() {
+    const NAMESPACES: usize = 5_000;
+    const PER_NAMESPACE: usize = 5;
+    const SENDERS: usize = 4;
+    let ns = |i: usize| format!("ns{i:04}");
+    // Ids are unique across namespaces, so a wrong namespace cannot find a same-named webhook.
+    let id = |i: usize, j: usize| format!("hook{j}-{i}");
+    let token = |i: usize, j: usize| format!("tok-{i}-{j}-5f2c9a7e41d0");
+    let value = |i: usize, j: usize| {
+        json!({
+            "data_type": "json",
+            "module": "log",
+            "module-config": {"pretty_print": false, "redact_sensitive": true},
+            "authorization": format!("Bearer {}", token(i, j)),
+            "ack": "delivery",
+            "retry": {"enabled": true, "max_attempts": 3, "max_delay": 30},
+            "description": format!("orders of {}", ns(i)),
+        })
+        .to_string()
+    };
+
+    let etcd = Etcd::start();
+    let started = std::time::Instant::now();
+    let mut bytes = 0;
+    let puts: Vec<etcd_client::TxnOp> = (0..NAMESPACES)
+        .flat_map(|i| (0..PER_NAMESPACE).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            let v = value(i, j);
+            bytes += v.len();
+            etcd_client::TxnOp::put(format!("/cwm/{}/webhooks/{}", ns(i), id(i, j)), v, None)
+        })
+        .collect();
+    let keys = puts.len();
+    let average = bytes / keys;
+    assert!((230..=270).contains(&average), "{average}-byte values");
+    let endpoint = etcd.endpoint();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let client = etcd_client::Client::connect([endpoint], None)
+                .await
+                .unwrap();
+            let mut batches = puts.chunks(128).map(<[_]>::to_vec);
+            let mut in_flight = tokio::task::JoinSet::new();
+            loop {
+                while in_flight.len() < 16 {
+                    let Some(batch) = batches.next() else { break };
+                    let mut kv = client.kv_client();
+                    in_flight.spawn(async move {
+                        let txn = etcd_client::Txn::new().and_then(batch);
+                        assert!(kv.txn(txn).await.unwrap().succeeded());
+                    });
+                }
+                match in_flight.join_next().await {
+                    Some(done) => done.unwrap(),
+                    None => break,
+                }
+            }
+        });
+    let seeded = started.elapsed();
+
+    let started = std::time::Instant::now();
+    let rx = start(&etcd, &[]);
+    let (last_i, last_j) = (NAMESPACES - 1, PER_NAMESPACE - 1);
+    let last = format!("/webhook/{}/{}", ns(last_i), id(last_i, last_j));
+    assert!(
+        eventually(Duration::from_secs(60), || bearer(
+            &rx,
+            &last,
+            &token(last_i, last_j)
+        ) == 200),
+        "the last webhook is served"
+    );
+    let serving = started.elapsed();
+    assert_eq!(rx.get("/health").status, 200);
+    let p = status(&rx)["provider"].clone();
+    assert_eq!(
+        (p["total_webhooks"].as_u64(), p["namespaces_count"].as_u64()),
+        (Some(keys as u64), Some(NAMESPACES as u64)),
+        "{p}"
+    );
+
+    // Every webhook, each sender on one keep-alive connection.
+    let started = std::time::Instant::now();
+    let rx = Arc::new(rx);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                let mut conn = rx.connect();
+                let mut failures = Vec::new();
+                for i in (s..NAMESPACES).step_by(SENDERS) {
+                    for j in 0..PER_NAMESPACE {
+                        let path = format!("/webhook/{}/{}", ns(i), id(i, j));
+                        let status = keep_alive_post(&mut conn, &path, &token(i, j));
+                        if status != 200 {
+                            failures.push(format!("{path}: {status}"));
+                        }
+                    }
+                    // Namespace isolation: this namespace's id asked in the next namespace.
+                    if i % 50 == 0 {
+                        let other = ns((i + 1) % NAMESPACES);
+                        let path = format!("/webhook/{other}/{}", id(i, 0));
+                        let status = keep_alive_post(&mut conn, &path, &token(i, 0));
+                        if status != 404 {
+                            failures.push(format!("{path}: {status}, expected 404"));
+                        }
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    let posted = started.elapsed();
+    assert!(
+        failures.is_empty(),
+        "{} failed, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    // Every accepted event reached the sink: one line each on stdout, plus the POST that first
+    // found the last webhook served.
+    assert!(
+        eventually(Duration::from_secs(10), || rx.stdout().lines().count()
+            == keys + 1),
+        "{} log lines for {} events",
+        rx.stdout().lines().count(),
+        keys + 1
+    );
+    eprintln!(
+        "{keys} keys of {average} bytes: seeded in {seeded:?}, served {serving:?} after start, \
+         all POSTed in {posted:?}"
+    );
+}
+
+/// POST `{}` on an open keep-alive connection; the status.
+fn keep_alive_post(conn: &mut std::net::TcpStream, path: &str, token: &str) -> u16 {
+    use std::io::Write;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {token}\r\ncontent-length: 2\r\n\r\n{{}}"
+    );
+    conn.write_all(request.as_bytes()).unwrap();
+    cwm_tests::read_reply(conn).status
+}

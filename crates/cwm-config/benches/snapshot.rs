@@ -9,10 +9,11 @@
 //! * `watch_event/remove_webhook_250k`: `Store::update` with `Snapshot::remove_webhook` (only the
 //!   removal is timed; the key is put back untimed so the map keeps 250,000 entries).
 //! * `watch_event/full_put_250k`: the whole put path of `EtcdProvider`'s watch task for one event,
-//!   without etcd, through public APIs only: `keys::parse_key`, `serde_json::from_slice`,
-//!   `compile_webhook` with the receiver's real compiler (`cwm_modules::Registry`, `log` module),
-//!   `Store::update(put_webhook)`, `Store::clear_rejection`, plus the provider's private
-//!   revision tracker, re-created here as the same `HashMap<Vec<u8>, (kind, i64)>` of 250,000 keys.
+//!   without etcd, through public APIs only: `keys::parse_key`, `compile_webhook_json` (the JSON
+//!   text read straight into the typed config, then compiled) with the receiver's real compiler
+//!   (`cwm_modules::Registry`, `log` module), `Store::update(put_webhook)`,
+//!   `Store::clear_rejection`, plus the provider's private revision tracker, re-created here as
+//!   the same `HashMap<Box<[u8]>, (kind, i64)>` of 250,000 keys.
 //! * `lookup/*`: `Store::load()` + `Snapshot::webhook(Some(ns), id)`, as the request path does:
 //!   `hit_250k` walks the keys in a scattered order (mostly cache misses on a 250k map),
 //!   `hit_hot_250k` repeats one key, `miss_250k` asks for an unknown id (the catch-all is tried).
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use cwm_config::keys::{KeyRef, parse_key, webhook_key};
-use cwm_config::{ProcessEnv, Snapshot, Store, compile_webhook};
+use cwm_config::{ProcessEnv, Snapshot, Store, compile_webhook_json};
 use cwm_modules::{ModuleContext, Registry};
 
 const NAMESPACES: usize = 50_000;
@@ -135,13 +136,12 @@ fn watch_event(c: &mut Criterion) {
         .collect();
     let template = {
         let (n, id) = &keys[0];
-        let v = serde_json::from_str(&value(n, id)).unwrap();
-        Arc::new(compile_webhook(&registry, &env, id, v).unwrap())
+        Arc::new(compile_webhook_json(&registry, &env, id, value(n, id).as_bytes()).unwrap())
     };
     let store = store_250k(template);
-    let mut tracker: HashMap<Vec<u8>, (u8, i64)> = keys
+    let mut tracker: HashMap<Box<[u8]>, (u8, i64)> = keys
         .iter()
-        .map(|(n, id)| (webhook_key(PREFIX, n, id).into_bytes(), (0, 1)))
+        .map(|(n, id)| (webhook_key(PREFIX, n, id).into_bytes().into(), (0, 1)))
         .collect();
     let mut i = 0usize;
     let mut revision = 2i64;
@@ -153,9 +153,8 @@ fn watch_event(c: &mut Criterion) {
             let Ok(KeyRef::Webhook { namespace, id }) = parse_key(PREFIX, black_box(key)) else {
                 unreachable!("bench keys are webhook keys");
             };
-            let json: serde_json::Value = serde_json::from_slice(black_box(val)).unwrap();
-            let compiled = compile_webhook(&registry, &env, id, json).unwrap();
-            tracker.insert(key.clone(), (0, revision));
+            let compiled = compile_webhook_json(&registry, &env, id, black_box(val)).unwrap();
+            tracker.insert(key.as_slice().into(), (0, revision));
             store.update(|s| {
                 s.put_webhook(namespace, id, Arc::new(compiled));
                 s.set_revision(revision);

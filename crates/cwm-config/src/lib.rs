@@ -24,7 +24,7 @@ pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
-    Resync, compile_webhook, parse_connection,
+    Resync, compile_webhook, compile_webhook_json, parse_connection,
 };
-pub use snapshot::{CATCH_ALL_ID, Rejection, Snapshot, Store};
+pub use snapshot::{CATCH_ALL_ID, Rejection, Snapshot, SnapshotBuilder, Store};
 pub use subst::{Env, ProcessEnv};

@@ -15,7 +15,7 @@ use crate::keys::{
     KeyError, KeyRef, connection_key, namespace_webhooks_prefix, parse_key, webhook_key,
 };
 use crate::names::is_valid_namespace;
-use crate::provider::{Compiler, compile_webhook, parse_connection};
+use crate::provider::{Compiler, compile_webhook, compile_webhook_json, parse_connection};
 use crate::subst::Env;
 
 /// Webhooks and connections as their JSON files hold them.
@@ -109,13 +109,14 @@ pub async fn validate_etcd<C: Compiler>(
             Ok(k) => Ok(k),
         };
         checked += 1;
-        let value =
-            serde_json::from_slice::<Value>(value).map_err(|e| format!("invalid JSON: {e}"));
-        let result = parsed.and_then(|k| {
-            let value = value?;
-            match k {
-                KeyRef::Webhook { id, .. } => compile_webhook(compiler, env, id, value).map(|_| ()),
-                KeyRef::Connection { name } => parse_connection(env, name, value).map(|_| ()),
+        let result = parsed.and_then(|k| match k {
+            KeyRef::Webhook { id, .. } => {
+                compile_webhook_json(compiler, env, id, value).map(|_| ())
+            }
+            KeyRef::Connection { name } => {
+                let value = serde_json::from_slice::<Value>(value)
+                    .map_err(|e| format!("invalid JSON: {e}"))?;
+                parse_connection(env, name, value).map(|_| ())
             }
         });
         if let Err(reason) = result {

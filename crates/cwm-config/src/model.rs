@@ -40,48 +40,140 @@ pub struct RetryPolicy {
 }
 
 /// One webhook: the value of a `webhooks.json` entry or an etcd webhook key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Deserializing is hand-written (see the `Deserialize` impl below): known keys go straight into
+/// their typed fields, every other key into `extra`, and a repeated key keeps its last value, as a
+/// `Value` parse of the same document would.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WebhookConfig {
     /// Sink module name, e.g. `log`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    #[serde(default)]
     pub data_type: DataType,
     /// Name of a global connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
-    /// The sink's own settings.
-    #[serde(
-        rename = "module-config",
-        default,
-        skip_serializing_if = "Map::is_empty",
-        deserialize_with = "object_or_empty"
-    )]
+    /// The sink's own settings. A `module-config` that is not an object counts as `{}`, as
+    /// upstream.
+    #[serde(rename = "module-config", skip_serializing_if = "Map::is_empty")]
     pub module_config: Map<String, Value>,
     /// Static token or `Bearer <token>` the `Authorization` header must carry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
-    #[serde(default)]
     pub ack: Ack,
     /// Raw `retry` object; see [`WebhookConfig::retry_policy`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Value>,
     /// Every key not modelled above, kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-/// A `module-config` that is not an object counts as `{}`, as upstream.
-fn object_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    })
+/// The keys of a webhook document.
+enum Field {
+    Module,
+    DataType,
+    Connection,
+    ModuleConfig,
+    Authorization,
+    Ack,
+    Retry,
+    Other(String),
+}
+
+impl Field {
+    fn known(name: &str) -> Option<Self> {
+        Some(match name {
+            "module" => Self::Module,
+            "data_type" => Self::DataType,
+            "connection" => Self::Connection,
+            "module-config" => Self::ModuleConfig,
+            "authorization" => Self::Authorization,
+            "ack" => Self::Ack,
+            "retry" => Self::Retry,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl serde::de::Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::known(v).unwrap_or_else(|| Field::Other(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Field, E> {
+                Ok(Field::known(&v).unwrap_or(Field::Other(v)))
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ConfigVisitor;
+        impl<'de> serde::de::Visitor<'de> for ConfigVisitor {
+            type Value = WebhookConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a webhook config object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<WebhookConfig, A::Error> {
+                let mut cfg = WebhookConfig {
+                    module: None,
+                    data_type: DataType::default(),
+                    connection: None,
+                    module_config: Map::new(),
+                    authorization: None,
+                    ack: Ack::default(),
+                    retry: None,
+                    extra: Map::new(),
+                };
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Module => cfg.module = map.next_value()?,
+                        Field::DataType => cfg.data_type = map.next_value()?,
+                        Field::Connection => cfg.connection = map.next_value()?,
+                        Field::ModuleConfig => {
+                            cfg.module_config = match map.next_value::<Value>()? {
+                                Value::Object(m) => m,
+                                _ => Map::new(),
+                            }
+                        }
+                        Field::Authorization => cfg.authorization = map.next_value()?,
+                        Field::Ack => cfg.ack = map.next_value()?,
+                        Field::Retry => cfg.retry = map.next_value()?,
+                        Field::Other(key) => {
+                            cfg.extra.insert(key, map.next_value()?);
+                        }
+                    }
+                }
+                Ok(cfg)
+            }
+        }
+        d.deserialize_map(ConfigVisitor)
+    }
+}
+
+/// Whether `{$VAR}` substitution could change this JSON text: it holds `{$`, or a `\u` escape
+/// that might spell one.
+fn may_substitute(json: &[u8]) -> bool {
+    json.windows(2).any(|w| w == b"{$" || w == b"\\u")
 }
 
 /// Why a config document was refused. The message names the problem, never a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
     #[error("value is not a JSON object")]
     NotAnObject,
     #[error("substitution failed: {0}")]
@@ -99,16 +191,38 @@ impl WebhookConfig {
             return Err(EntryError::NotAnObject);
         }
         substitute(&mut value, env)?;
-        let cfg: Self =
-            serde_json::from_value(value).map_err(|e| EntryError::Shape(e.to_string()))?;
-        if let Some(a) = &cfg.authorization
+        serde_json::from_value::<Self>(value)
+            .map_err(|e| EntryError::Shape(e.to_string()))?
+            .checked()
+    }
+
+    /// Parse one webhook document from its JSON text, with the same result (and the same error)
+    /// as parsing it into a `Value` and calling [`WebhookConfig::from_value`]. A document with no
+    /// placeholder (the common case) is read straight into the typed fields, without a `Value`
+    /// of the whole document.
+    pub fn from_json(json: &[u8], env: &dyn Env) -> Result<Self, EntryError> {
+        if !may_substitute(json)
+            && let Ok(cfg) = serde_json::from_slice::<Self>(json)
+        {
+            return cfg.checked();
+        }
+        // Placeholders, or a document the typed parse refused: the `Value` route, whose errors
+        // (invalid JSON, not an object, the bad field) are the ones reported.
+        let value: Value =
+            serde_json::from_slice(json).map_err(|e| EntryError::Json(e.to_string()))?;
+        Self::from_value(value, env)
+    }
+
+    /// The checks that are not about JSON shape.
+    fn checked(self) -> Result<Self, EntryError> {
+        if let Some(a) = &self.authorization
             && a.contains(['\r', '\n', '\0'])
         {
             return Err(EntryError::Invalid(
                 "authorization contains a forbidden character".into(),
             ));
         }
-        Ok(cfg)
+        Ok(self)
     }
 
     /// The chain list, if this webhook is in chain mode (upstream `chain` key).
@@ -311,6 +425,76 @@ mod tests {
             serde_json::to_value(&w).unwrap()["hmac"],
             json!({"secret":"x"})
         );
+    }
+
+    /// `from_json` must give what parsing into a `Value` and calling `from_value` gives, result
+    /// and error message alike, on the fast path and off it.
+    #[test]
+    fn from_json_matches_from_value() {
+        let env = |n: &str| (n == "T").then(|| "tok\"en".to_owned());
+        let docs: &[&str] = &[
+            r#"{"module":"log","module-config":{"pretty_print":true},"hmac":{"secret":"x"},"data_type":"blob"}"#,
+            r#"{"data_type":"json","module":"log","module-config":{"pretty_print":false,"redact_sensitive":true},"authorization":"Bearer t","ack":"delivery","retry":{"enabled":true,"max_attempts":3},"description":"d"}"#,
+            r#"{"module":"log","module-config":"not an object","retry":null,"connection":null}"#,
+            r#"{"module":"log","authorization":"Bearer {$T}","extra":["{$T:x}"]}"#,
+            r#"{"module":"log","authorization":"\u007b$T}"}"#,
+            r#"{"module":"log","description":"caf\u00e9 \n"}"#,
+            // A repeated key keeps its last value, known or not.
+            r#"{"module":5,"module":"log","x":1,"x":2}"#,
+            r#"{"module":"log","module":5}"#,
+            r#"{}"#,
+            r#" {"module" : "log"} "#,
+            // Refused: bad JSON, not an object, bad fields, forbidden characters.
+            r#"{"module":"log""#,
+            r#"{"module":"log"} x"#,
+            "not json",
+            r#""a string""#,
+            "[1,2]",
+            "null",
+            r#"{"data_type":"xml"}"#,
+            r#"{"ack":"never"}"#,
+            r#"{"module":["log"]}"#,
+            r#"{"authorization":"a\nb"}"#,
+            r#"{"authorization":"{$NOPE}"}"#,
+        ];
+        for doc in docs {
+            let via_value = match serde_json::from_slice::<Value>(doc.as_bytes()) {
+                Ok(v) => WebhookConfig::from_value(v, &env),
+                Err(e) => Err(EntryError::Json(e.to_string())),
+            };
+            assert_eq!(
+                WebhookConfig::from_json(doc.as_bytes(), &env),
+                via_value,
+                "{doc}"
+            );
+        }
+        let w = WebhookConfig::from_json(br#"{"module":"log","authorization":"\u007b$T}"}"#, &env)
+            .unwrap();
+        assert_eq!(w.authorization.as_deref(), Some("tok\"en"));
+        let w =
+            WebhookConfig::from_json(br#"{"module":5,"module":"log","x":1,"x":2}"#, &env).unwrap();
+        assert_eq!(
+            (w.module.as_deref(), w.extra.get("x")),
+            (Some("log"), Some(&json!(2)))
+        );
+        assert_eq!(
+            WebhookConfig::from_json(b"[1]", &env),
+            Err(EntryError::NotAnObject)
+        );
+        assert!(
+            WebhookConfig::from_json(b"{", &env)
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid JSON: ")
+        );
+    }
+
+    #[test]
+    fn webhook_serializes_back_with_unknown_keys_in_place() {
+        let doc = r#"{"module":"log","data_type":"json","module-config":{"b":1,"a":2},"ack":"receive","retry":{"enabled":true},"z":1,"a":[1]}"#;
+        let w = WebhookConfig::from_json(doc.as_bytes(), &no_env).unwrap();
+        let back = serde_json::to_value(&w).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(doc).unwrap());
     }
 
     #[test]

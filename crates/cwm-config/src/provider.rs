@@ -137,12 +137,34 @@ pub fn compile_webhook<C: Compiler>(
     id: &str,
     value: serde_json::Value,
 ) -> Result<C::Webhook, String> {
+    check_webhook_id(id)?;
+    let config = WebhookConfig::from_value(value, env).map_err(|e| e.to_string())?;
+    compiler.compile(id, config)
+}
+
+/// [`compile_webhook`] from the JSON text of the entry (an etcd value), with the same checks and
+/// messages; JSON that does not parse is refused as `invalid JSON: ...`. Reads the text straight
+/// into the typed config (see [`WebhookConfig::from_json`]).
+pub fn compile_webhook_json<C: Compiler>(
+    compiler: &C,
+    env: &dyn crate::subst::Env,
+    id: &str,
+    json: &[u8],
+) -> Result<C::Webhook, String> {
+    let config = WebhookConfig::from_json(json, env);
+    // Same order of checks as parsing the text first, then calling `compile_webhook`.
+    if let Err(e @ crate::model::EntryError::Json(_)) = &config {
+        return Err(e.to_string());
+    }
+    check_webhook_id(id)?;
+    compiler.compile(id, config.map_err(|e| e.to_string())?)
+}
+
+fn check_webhook_id(id: &str) -> Result<(), String> {
     if id.trim() != id {
         return Err("invalid webhook id: surrounding whitespace".into());
     }
-    crate::names::validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))?;
-    let config = WebhookConfig::from_value(value, env).map_err(|e| e.to_string())?;
-    compiler.compile(id, config)
+    crate::names::validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))
 }
 
 /// Validate one connection entry exactly as every backend does.

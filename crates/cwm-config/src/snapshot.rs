@@ -3,7 +3,10 @@
 //! A [`Snapshot`] is a persistent (hash array mapped trie) map of namespace to webhooks plus the
 //! global connections. Changing one key copies only the path to that key, O(log n), and shares the
 //! rest with the previous snapshot, so the etcd watch applies an event without copying 250,000
-//! entries. Readers load the current snapshot from an [`ArcSwap`]: no lock, no allocation.
+//! entries. A namespace of up to 8 webhooks is a small array instead of a trie of its own (copied
+//! whole on change, a constant bound): most namespaces hold a handful of webhooks, and a trie node
+//! per namespace would be most of the snapshot's memory. Readers load the current snapshot from an
+//! [`ArcSwap`]: no lock, no allocation.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +18,121 @@ use serde::Serialize;
 
 use crate::model::ConnectionConfig;
 
-type Ids<W> = imbl::HashMap<Arc<str>, Arc<W>>;
+/// Most webhooks a namespace keeps in its small form.
+const SMALL_NAMESPACE: usize = 8;
+
+type Entries<W> = Vec<(Arc<str>, Arc<W>)>;
+
+/// The webhooks of one namespace, by id. Persistent: changes return a new value and leave `self`
+/// as it was.
+enum Ids<W> {
+    /// Up to [`SMALL_NAMESPACE`] entries, ids unique, searched linearly.
+    Small(Arc<[(Arc<str>, Arc<W>)]>),
+    /// More: a hash trie. Stays a trie when it shrinks again, until the next full listing.
+    Large(imbl::HashMap<Arc<str>, Arc<W>>),
+}
+
+impl<W> Clone for Ids<W> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Small(entries) => Self::Small(entries.clone()),
+            Self::Large(map) => Self::Large(map.clone()),
+        }
+    }
+}
+
+impl<W> Ids<W> {
+    /// From entries with unique ids.
+    fn from_unique(entries: Entries<W>) -> Self {
+        if entries.len() <= SMALL_NAMESPACE {
+            Self::Small(entries.into())
+        } else {
+            Self::Large(entries.into_iter().collect())
+        }
+    }
+
+    /// From entries in order; a repeated id keeps its last webhook.
+    fn from_entries(mut entries: Entries<W>) -> Self {
+        if entries.len() <= SMALL_NAMESPACE {
+            let mut unique: Entries<W> = Vec::with_capacity(entries.len());
+            for (id, w) in entries.drain(..) {
+                match unique.iter_mut().find(|(k, _)| *k == id) {
+                    Some(slot) => slot.1 = w,
+                    None => unique.push((id, w)),
+                }
+            }
+            Self::Small(unique.into())
+        } else {
+            let map: imbl::HashMap<_, _> = entries.into_iter().collect();
+            if map.len() <= SMALL_NAMESPACE {
+                Self::Small(map.into_iter().collect::<Entries<W>>().into())
+            } else {
+                Self::Large(map)
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Arc<W>> {
+        match self {
+            Self::Small(entries) => entries.iter().find(|(k, _)| **k == *id).map(|(_, w)| w),
+            Self::Large(map) => map.get(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Small(entries) => entries.len(),
+            Self::Large(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> Entries<W> {
+        match self {
+            Self::Small(entries) => entries.to_vec(),
+            Self::Large(map) => map.iter().map(|(k, w)| (k.clone(), w.clone())).collect(),
+        }
+    }
+
+    /// With `id` set to `webhook`.
+    fn with(&self, id: &str, webhook: Arc<W>) -> Self {
+        match self {
+            Self::Small(entries) => {
+                let mut next = entries.to_vec();
+                match next.iter_mut().find(|(k, _)| **k == *id) {
+                    Some(slot) => slot.1 = webhook,
+                    None => next.push((id.into(), webhook)),
+                }
+                Self::from_unique(next)
+            }
+            Self::Large(map) => {
+                let mut map = map.clone();
+                map.insert(id.into(), webhook);
+                Self::Large(map)
+            }
+        }
+    }
+
+    /// Without `id`; `None` when there was no such id.
+    fn without(&self, id: &str) -> Option<Self> {
+        match self {
+            Self::Small(entries) => {
+                let at = entries.iter().position(|(k, _)| **k == *id)?;
+                let mut next = entries.to_vec();
+                next.remove(at);
+                Some(Self::Small(next.into()))
+            }
+            Self::Large(map) => {
+                let mut map = map.clone();
+                map.remove(id)?;
+                Some(Self::Large(map))
+            }
+        }
+    }
+}
 
 /// The webhook id that catches unknown ids in its namespace (upstream compatible).
 pub const CATCH_ALL_ID: &str = "default";
@@ -87,7 +204,7 @@ impl<W> Snapshot<W> {
     }
 
     pub fn webhook_count(&self) -> usize {
-        self.namespaces.values().map(imbl::HashMap::len).sum()
+        self.namespaces.values().map(Ids::len).sum()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -106,7 +223,7 @@ impl<W> Snapshot<W> {
         let mut v: Vec<_> = self
             .namespaces
             .get(namespace)
-            .map(|ids| ids.iter().map(|(k, w)| (k.clone(), w.clone())).collect())
+            .map(Ids::entries)
             .unwrap_or_default();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -128,24 +245,31 @@ impl<W> Snapshot<W> {
     }
 
     pub fn put_webhook(&mut self, namespace: &str, id: &str, webhook: Arc<W>) {
-        let mut ids = self.namespaces.get(namespace).cloned().unwrap_or_default();
-        ids.insert(id.into(), webhook);
-        self.namespaces.insert(namespace.into(), ids);
+        let (key, ids) = match self.namespaces.get_key_value(namespace) {
+            Some((key, ids)) => (key.clone(), ids.with(id, webhook)),
+            None => (
+                Arc::from(namespace),
+                Ids::Small(Arc::new([(Arc::from(id), webhook)])),
+            ),
+        };
+        self.namespaces.insert(key, ids);
     }
 
     /// Remove a webhook; a namespace left empty disappears. Returns whether it existed.
     pub fn remove_webhook(&mut self, namespace: &str, id: &str) -> bool {
-        let Some(ids) = self.namespaces.get(namespace) else {
+        let Some((key, ids)) = self.namespaces.get_key_value(namespace) else {
             return false;
         };
-        let mut ids = ids.clone();
-        let existed = ids.remove(id).is_some();
-        if ids.is_empty() {
+        let Some(rest) = ids.without(id) else {
+            return false;
+        };
+        if rest.is_empty() {
             self.namespaces.remove(namespace);
-        } else if existed {
-            self.namespaces.insert(namespace.into(), ids);
+        } else {
+            let key = key.clone();
+            self.namespaces.insert(key, rest);
         }
-        existed
+        true
     }
 
     pub fn put_connection(&mut self, name: &str, connection: Arc<ConnectionConfig>) {
@@ -163,6 +287,62 @@ impl<W> Snapshot<W> {
 
     pub fn clear_connections(&mut self) {
         self.connections = imbl::HashMap::new();
+    }
+}
+
+/// Builds a [`Snapshot`] from a whole listing at once.
+///
+/// Consecutive webhooks of one namespace (etcd lists keys sorted, so a namespace's webhooks come
+/// one after the other) are collected in that namespace's map, owned by the builder alone, and
+/// join the snapshot once: no node is copied on write, no namespace name is allocated twice.
+/// Entries may still come in any order; adjacency only makes them cheaper.
+pub struct SnapshotBuilder<W> {
+    snap: Snapshot<W>,
+    /// The namespace being filled, and its webhooks so far.
+    group: Option<(Arc<str>, Entries<W>)>,
+}
+
+impl<W> SnapshotBuilder<W> {
+    /// An empty builder; see [`Snapshot::empty`].
+    pub fn new(default_namespace: &str, flat: bool) -> Self {
+        Self {
+            snap: Snapshot::empty(default_namespace, flat),
+            group: None,
+        }
+    }
+
+    pub fn put_webhook(&mut self, namespace: &str, id: &str, webhook: Arc<W>) {
+        match &mut self.group {
+            Some((ns, entries)) if **ns == *namespace => {
+                entries.push((id.into(), webhook));
+            }
+            _ => {
+                self.flush();
+                let (ns, mut entries) = match self.snap.namespaces.remove_with_key(namespace) {
+                    Some((ns, ids)) => (ns, ids.entries()),
+                    None => (Arc::from(namespace), Vec::new()),
+                };
+                entries.push((id.into(), webhook));
+                self.group = Some((ns, entries));
+            }
+        }
+    }
+
+    pub fn put_connection(&mut self, name: &str, connection: Arc<ConnectionConfig>) {
+        self.snap.put_connection(name, connection);
+    }
+
+    /// The snapshot, reflecting `revision`.
+    pub fn build(mut self, revision: i64) -> Snapshot<W> {
+        self.flush();
+        self.snap.revision = revision;
+        self.snap
+    }
+
+    fn flush(&mut self) {
+        if let Some((ns, entries)) = self.group.take() {
+            self.snap.namespaces.insert(ns, Ids::from_entries(entries));
+        }
     }
 }
 
@@ -214,10 +394,12 @@ impl<W> Store<W> {
         r
     }
 
-    /// Publish a complete snapshot (initial load, resync) and mark the store loaded.
-    pub fn replace(&self, next: Snapshot<W>) {
-        self.current.store(Arc::new(next));
+    /// Publish a complete snapshot (initial load, resync) and mark the store loaded. Returns the
+    /// snapshot it replaced, so that a large one can be dropped off the async runtime.
+    pub fn replace(&self, next: Snapshot<W>) -> Arc<Snapshot<W>> {
+        let previous = self.current.swap(Arc::new(next));
         self.loaded.store(true, Ordering::Release);
+        previous
     }
 
     pub fn mark_loaded(&self) {
@@ -314,6 +496,96 @@ mod tests {
         fn load_full_for_test(&self) -> Arc<Snapshot<W>> {
             self.current.load_full()
         }
+    }
+
+    #[test]
+    fn small_and_large_namespaces_behave_alike() {
+        let store = Store::new(Snapshot::<usize>::empty("default", false));
+        let n = SMALL_NAMESPACE + 4;
+        let mut history = Vec::new();
+        for i in 0..n {
+            store.update(|s| s.put_webhook("ns", &format!("h{i}"), Arc::new(i)));
+            history.push(store.load_full_for_test());
+        }
+        // Each step saw exactly the webhooks put so far, across the small-to-large switch.
+        for (i, snap) in history.iter().enumerate() {
+            assert_eq!(snap.webhook_count(), i + 1);
+            assert_eq!(
+                snap.webhook(Some("ns"), &format!("h{i}")).map(|w| **w),
+                Some(i)
+            );
+            assert!(snap.webhook(Some("ns"), &format!("h{}", i + 1)).is_none());
+        }
+        for (i, snap) in history.iter().enumerate() {
+            let small = matches!(snap.namespaces.get("ns"), Some(Ids::Small(_)));
+            assert_eq!(small, i < SMALL_NAMESPACE, "{} webhooks", i + 1);
+        }
+        // Replace, catch-all, remove, in the large form; then back down to nothing.
+        store.update(|s| s.put_webhook("ns", "h0", Arc::new(100)));
+        store.update(|s| s.put_webhook("ns", CATCH_ALL_ID, Arc::new(200)));
+        let snap = store.load_full_for_test();
+        assert_eq!(snap.webhook(Some("ns"), "h0").map(|w| **w), Some(100));
+        assert_eq!(snap.webhook(Some("ns"), "nope").map(|w| **w), Some(200));
+        assert_eq!(snap.webhooks_in("ns").len(), n + 1);
+        for i in 0..n {
+            assert!(store.update(|s| s.remove_webhook("ns", &format!("h{i}"))));
+        }
+        assert!(!store.update(|s| s.remove_webhook("ns", "h0")));
+        assert_eq!(
+            store.load().webhook(Some("ns"), "h0").map(|w| **w),
+            Some(200)
+        );
+        assert!(store.update(|s| s.remove_webhook("ns", CATCH_ALL_ID)));
+        assert_eq!(store.load().namespace_count(), 0);
+        assert_eq!(snap.webhook_count(), n + 1, "older snapshots are untouched");
+    }
+
+    #[test]
+    fn builder_groups_namespaces_in_any_order() {
+        let mut b: SnapshotBuilder<u32> = SnapshotBuilder::new("default", false);
+        b.put_webhook("a", "1", Arc::new(1));
+        b.put_webhook("a", "2", Arc::new(2));
+        b.put_webhook("b", "1", Arc::new(3));
+        // Not adjacent, and a repeated id: merged into "a", the last value wins.
+        b.put_webhook("a", "3", Arc::new(4));
+        b.put_webhook("a", "1", Arc::new(5));
+        b.put_connection(
+            "c",
+            Arc::new(ConnectionConfig {
+                kind: "kafka".into(),
+                host: None,
+                port: None,
+                extra: serde_json::Map::new(),
+            }),
+        );
+        let s = b.build(42);
+        assert_eq!(s.revision(), 42);
+        assert_eq!(s.namespaces(), vec!["a", "b"]);
+        assert_eq!(s.webhook_count(), 4);
+        assert_eq!(s.connection_count(), 1);
+        assert_eq!(**s.webhook_exact("a", "1").unwrap(), 5);
+        assert_eq!(**s.webhook_exact("a", "3").unwrap(), 4);
+        assert_eq!(**s.webhook_exact("b", "1").unwrap(), 3);
+        // The built snapshot is an ordinary one: updates stay per key.
+        let store = Store::new(s);
+        store.update(|s| s.put_webhook("b", "2", Arc::new(6)));
+        assert_eq!(store.load().webhook_count(), 5);
+        assert!(
+            SnapshotBuilder::<u32>::new("d", false)
+                .build(0)
+                .namespaces()
+                .is_empty()
+        );
+
+        // A namespace over the small size, with a repeated id, built in bulk.
+        let mut b: SnapshotBuilder<usize> = SnapshotBuilder::new("default", false);
+        for i in 0..20 {
+            b.put_webhook("big", &format!("h{}", i % 15), Arc::new(i));
+        }
+        let s = b.build(1);
+        assert_eq!(s.webhook_count(), 15);
+        assert_eq!(s.webhook_exact("big", "h0").map(|w| **w), Some(15));
+        assert_eq!(s.webhook_exact("big", "h14").map(|w| **w), Some(14));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cwm_config::names::is_valid_module_name;
-use cwm_config::{Compiler, RetryPolicy, WebhookConfig};
+use cwm_config::{Ack, Compiler, DataType, RetryPolicy, WebhookConfig};
 
 use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
@@ -15,13 +15,36 @@ use crate::sink::Sink;
 pub type SinkFactory =
     fn(config: &WebhookConfig, ctx: &ModuleContext) -> Result<Arc<dyn Sink>, String>;
 
-/// A webhook ready to serve: its config and its sink, built once per config version.
+/// A webhook ready to serve: what the request path reads of its config and its sink, built once
+/// per config version.
 pub struct CompiledWebhook {
-    pub config: WebhookConfig,
+    pub config: RequestConfig,
     pub sink: Arc<dyn Sink>,
     pub retry: Option<RetryPolicy>,
     /// What sinks must not see (credential_cleanup).
     pub cleanup: CredentialCleanup,
+}
+
+/// The part of a [`WebhookConfig`] the request path reads. The rest of the document
+/// (`module-config`, `retry`, unknown keys) is used once, to build the sink, the retry policy and
+/// the credential cleanup, and is not kept: a receiver serving 250,000 webhooks would otherwise
+/// hold 250,000 parsed copies of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestConfig {
+    /// Static token or `Bearer <token>` the `Authorization` header must carry.
+    pub authorization: Option<Box<str>>,
+    pub data_type: DataType,
+    pub ack: Ack,
+}
+
+impl From<WebhookConfig> for RequestConfig {
+    fn from(config: WebhookConfig) -> Self {
+        Self {
+            authorization: config.authorization.map(String::into_boxed_str),
+            data_type: config.data_type,
+            ack: config.ack,
+        }
+    }
 }
 
 impl std::fmt::Debug for CompiledWebhook {
@@ -97,10 +120,56 @@ impl Compiler for Registry {
         let sink = self.build(&config)?;
         let retry = config.retry_policy();
         Ok(CompiledWebhook {
-            config,
+            config: config.into(),
             sink,
             retry,
             cleanup,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(doc: &str) -> Result<CompiledWebhook, String> {
+        let registry =
+            Registry::with_builtin_sinks(ModuleContext::with_log_target(Box::new(std::io::sink())));
+        cwm_config::compile_webhook_json(&registry, &|_: &str| None, "hook", doc.as_bytes())
+    }
+
+    #[test]
+    fn compiled_webhooks_keep_what_requests_read() {
+        let hook = compile(
+            r#"{"module":"log","data_type":"blob","ack":"receive","authorization":"Bearer t",
+                "retry":{"enabled":true},"credential_cleanup":{"mode":"remove"},"note":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hook.config,
+            RequestConfig {
+                authorization: Some("Bearer t".into()),
+                data_type: DataType::Blob,
+                ack: Ack::Receive,
+            }
+        );
+        assert_eq!(hook.sink.module(), "log");
+        assert_eq!(hook.retry.map(|r| r.max_attempts), Some(3));
+        assert!(hook.cleanup.enabled());
+        let plain = compile(r#"{"module":"log"}"#).unwrap();
+        assert_eq!((plain.config.authorization, plain.retry), (None, None));
+        for (doc, why) in [
+            (r#"{"module":"nope"}"#, "unknown module"),
+            (r#"{"data_type":"json"}"#, "'module' is required"),
+            (r#"{"module":"log","chain":[]}"#, "'chain'"),
+            (
+                r#"{"module":"log","credential_cleanup":1}"#,
+                "credential_cleanup",
+            ),
+            (r#"{"module":"log""#, "invalid JSON"),
+        ] {
+            let e = compile(doc).err().unwrap_or_default();
+            assert!(e.contains(why), "{doc}: {e}");
+        }
     }
 }
