@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 
 cargo build --release --locked -q -p cwm-receiver
 cargo build --release --locked -q -p cwm-tests --example bare_hyper
@@ -52,6 +52,9 @@ PY
 }
 # The machine is shared: alternate baseline and receiver runs and report each round and the
 # median round, so a burst of outside load does not land on one side only.
+# Warm-up, not counted: connections, allocator pools and the log writer reach a steady state.
+wrk -t"$THREADS" -c"$CONNS" -d2s -s tests/bench/post.lua "http://127.0.0.1:$bport/" >/dev/null
+wrk -t"$THREADS" -c"$CONNS" -d2s -s tests/bench/post.lua "http://127.0.0.1:$rport/webhook/bench" >/dev/null
 rounds=()
 for round in $(seq "$ROUNDS"); do
   read -r b_rps b_p50 b_p99 b_err < <(run "http://127.0.0.1:$bport/")

@@ -113,3 +113,29 @@ pub fn add_security_headers(r: &mut Response<Body>, hsts: bool) {
         h.insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_headers_join_the_response_own_headers() {
+        for hsts in [false, true] {
+            let mut r = unavailable("busy", 7);
+            add_security_headers(&mut r, hsts);
+            let h = r.headers();
+            assert_eq!(h["content-type"], "application/json");
+            assert_eq!(h["retry-after"], "7");
+            assert_eq!(h["x-frame-options"], "DENY");
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert!(
+                h["content-security-policy"]
+                    .to_str()
+                    .unwrap()
+                    .contains("frame-ancestors")
+            );
+            assert_eq!(h.contains_key("strict-transport-security"), hsts);
+            assert_eq!(h.len(), 2 + SECURITY_HEADERS.len() + usize::from(hsts));
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! every header and payload key of every event, so it is one pass over the name (Aho-Corasick)
 //! and allocates nothing.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use aho_corasick::AhoCorasick;
 
 /// A fixed list of lower-case ASCII words, matched ASCII-case-insensitively anywhere in a name.
 pub(crate) struct WordSet {
@@ -14,11 +14,8 @@ pub(crate) struct WordSet {
 
 impl WordSet {
     pub(crate) fn new(words: &'static [&'static str]) -> Self {
-        // Names are short: a plain DFA beats a prefilter whose set-up costs more than the scan.
         let automaton = AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
-            .prefilter(false)
             .build(words)
             .ok();
         Self { words, automaton }
