@@ -46,6 +46,23 @@ const DEFAULT_FIELDS: &[&str] = &[
 ];
 const CONTAINS: &[&str] = &["password", "secret", "token", "key", "credential", "auth"];
 
+/// The default lists as checked per name: `CONTAINS` as one automaton, and only those
+/// `DEFAULT_FIELDS` it does not already match (`passwd`, `pwd`, `bearer`, ...), compared exactly.
+struct Lists {
+    contained: WordSet,
+    exact: Vec<&'static str>,
+}
+
+static LISTS: LazyLock<Lists> = LazyLock::new(|| {
+    let contained = WordSet::new(CONTAINS);
+    let exact = DEFAULT_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !contained.found_in(f.as_bytes()))
+        .collect();
+    Lists { contained, exact }
+});
+
 /// The parsed `credential_cleanup` setting of one webhook, built once at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialCleanup {
@@ -102,12 +119,11 @@ impl CredentialCleanup {
     /// a listed field or contains one of the `CONTAINS` words. (Upstream also flags `x-*-key`,
     /// `x-*-token` and `x-*-secret`; those contain `key`, `token` or `secret` already.)
     pub fn is_credential(&self, name: &str) -> bool {
-        static CONTAINED: LazyLock<WordSet> = LazyLock::new(|| WordSet::new(CONTAINS));
         let n = name.trim();
-        let listed = |f: &String| n.eq_ignore_ascii_case(f);
-        CONTAINED.found_in(n.as_bytes())
-            || DEFAULT_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f))
-            || self.extra_fields.iter().any(listed)
+        let lists = &*LISTS;
+        lists.contained.found_in(n.as_bytes())
+            || lists.exact.iter().any(|f| n.eq_ignore_ascii_case(f))
+            || self.extra_fields.iter().any(|f| n.eq_ignore_ascii_case(f))
     }
 
     /// Clean a JSON payload in place. Objects under a credential key are recursed into, not masked.
@@ -184,6 +200,25 @@ mod tests {
         assert_eq!(h[0].1, MASK);
         assert_eq!(h[1].1, MASK);
         assert_eq!(h[2].1, "*/*");
+    }
+
+    #[test]
+    fn every_default_field_is_a_credential() {
+        let c = cleanup(json!({"module":"log"}));
+        for f in DEFAULT_FIELDS {
+            assert!(c.is_credential(f), "{f}");
+            assert!(
+                c.is_credential(&format!(" {} ", f.to_ascii_uppercase())),
+                "{f}"
+            );
+        }
+        assert_eq!(
+            LISTS.exact,
+            ["passwd", "pwd", "bearer", "session_id", "sessionid", "csrf"]
+        );
+        for name in ["user", "passwd2", "x-request-id", "content-type", "pw"] {
+            assert!(!c.is_credential(name), "{name}");
+        }
     }
 
     #[test]
