@@ -832,32 +832,44 @@ impl<C: Compiler> Shared<C> {
     /// Parse and compile one key's value (C5). Never fails as a whole: the result says whether
     /// this key is ignored, refused or usable.
     fn evaluate<'k>(&self, key: &'k [u8], value: &[u8]) -> Entry<'k, C::Webhook> {
-        match parse_key(&self.settings.prefix, key) {
-            Err(KeyError::OutsidePrefix | KeyError::Unrecognised) => Entry::Ignored,
-            Err(e) => Entry::BadKey(e.to_string()),
-            Ok(KeyRef::Webhook { namespace, id }) => Entry::Webhook {
-                namespace,
-                id,
-                result: self.compile_webhook(id, value),
-            },
-            Ok(KeyRef::Connection { name }) => Entry::Connection {
-                name,
-                result: parse_json(value).and_then(|v| parse_connection(&*self.env, name, v)),
-            },
-        }
-    }
-
-    fn compile_webhook(&self, id: &str, value: &[u8]) -> Result<C::Webhook, String> {
-        compile_webhook_json(&*self.compiler, &*self.env, id, value)
+        evaluate(
+            &self.settings.prefix,
+            &*self.compiler,
+            &*self.env,
+            key,
+            value,
+        )
     }
 }
 
-fn parse_json(value: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))
+/// Judge one key and its value as the provider loads them; `cwmctl validate` uses the same
+/// verdict.
+pub(crate) fn evaluate<'k, C: Compiler>(
+    prefix: &str,
+    compiler: &C,
+    env: &dyn Env,
+    key: &'k [u8],
+    value: &[u8],
+) -> Entry<'k, C::Webhook> {
+    match parse_key(prefix, key) {
+        Err(KeyError::OutsidePrefix | KeyError::Unrecognised) => Entry::Ignored,
+        Err(e) => Entry::BadKey(e.to_string()),
+        Ok(KeyRef::Webhook { namespace, id }) => Entry::Webhook {
+            namespace,
+            id,
+            result: compile_webhook_json(compiler, env, id, value),
+        },
+        Ok(KeyRef::Connection { name }) => Entry::Connection {
+            name,
+            result: serde_json::from_slice(value)
+                .map_err(|e| format!("invalid JSON: {e}"))
+                .and_then(|v| parse_connection(env, name, v)),
+        },
+    }
 }
 
 /// The verdict on one key.
-enum Entry<'k, W> {
+pub(crate) enum Entry<'k, W> {
     /// Not part of the layout (debug log only).
     Ignored,
     /// In the layout's shape but unusable: not UTF-8, invalid namespace, empty name.

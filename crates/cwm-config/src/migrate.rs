@@ -11,11 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
-use crate::keys::{
-    KeyError, KeyRef, connection_key, namespace_webhooks_prefix, parse_key, webhook_key,
-};
+use crate::etcd::Entry;
+use crate::keys::{KeyRef, connection_key, namespace_webhooks_prefix, parse_key, webhook_key};
 use crate::names::is_valid_namespace;
-use crate::provider::{Compiler, compile_webhook, compile_webhook_json, parse_connection};
+use crate::provider::{Compiler, compile_webhook, parse_connection};
 use crate::subst::Env;
 
 /// Webhooks and connections as their JSON files hold them.
@@ -102,26 +101,16 @@ pub async fn validate_etcd<C: Compiler>(
     let mut invalid = Vec::new();
     let mut checked = 0;
     for (key, value) in &kvs {
-        let key_text = String::from_utf8_lossy(key).into_owned();
-        let parsed = match parse_key(prefix, key) {
-            Err(KeyError::Unrecognised | KeyError::OutsidePrefix) => continue,
-            Err(e) => Err(e.to_string()),
-            Ok(k) => Ok(k),
+        let reason = match crate::etcd::evaluate(prefix, compiler, env, key, value) {
+            Entry::Ignored => continue,
+            Entry::BadKey(reason) => Some(reason),
+            Entry::Webhook { result, .. } => result.err(),
+            Entry::Connection { result, .. } => result.err(),
         };
         checked += 1;
-        let result = parsed.and_then(|k| match k {
-            KeyRef::Webhook { id, .. } => {
-                compile_webhook_json(compiler, env, id, value).map(|_| ())
-            }
-            KeyRef::Connection { name } => {
-                let value = serde_json::from_slice::<Value>(value)
-                    .map_err(|e| format!("invalid JSON: {e}"))?;
-                parse_connection(env, name, value).map(|_| ())
-            }
-        });
-        if let Err(reason) = result {
+        if let Some(reason) = reason {
             invalid.push(Invalid {
-                key: key_text,
+                key: String::from_utf8_lossy(key).into_owned(),
                 reason,
             });
         }
