@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -233,6 +233,11 @@ impl Drop for Receiver {
 
 /// Read one HTTP/1.1 response from a raw stream (server closes or sends Content-Length).
 pub fn read_reply(stream: &mut TcpStream) -> Reply {
+    try_read_reply(stream).unwrap_or_else(|e| panic!("reading a response: {e}"))
+}
+
+/// [`read_reply`] that reports a closed or broken connection instead of panicking.
+pub fn try_read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -253,27 +258,73 @@ pub fn read_reply(stream: &mut TcpStream) -> Reply {
                     .next()
                     .and_then(|l| l.split(' ').nth(1))
                     .and_then(|s| s.parse().ok())
-                    .expect("status line");
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
                 let headers = lines
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .collect();
                 let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return Reply {
+                return Ok(Reply {
                     status,
                     headers,
                     body,
-                };
+                });
             }
         }
-        let n = stream.read(&mut chunk).expect("read response");
-        assert!(
-            n > 0,
-            "connection closed before a full response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed before a full response: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
+            ));
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Puts per seeding transaction (etcd's default `--max-txn-ops`).
+pub const SEED_TXN_OPS: usize = 128;
+/// Seeding transactions in flight at once.
+pub const SEED_TXNS_IN_FLIGHT: usize = 16;
+
+/// Put `(key, value)` pairs into etcd fast: transactions of [`SEED_TXN_OPS`] puts,
+/// [`SEED_TXNS_IN_FLIGHT`] in flight.
+pub fn seed_etcd(endpoint: &str, pairs: Vec<(String, String)>) {
+    let endpoint = endpoint.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(async move {
+            let client = etcd_client::Client::connect([endpoint], None)
+                .await
+                .expect("connect to etcd");
+            let mut ops = pairs
+                .into_iter()
+                .map(|(k, v)| etcd_client::TxnOp::put(k, v, None));
+            let mut in_flight = tokio::task::JoinSet::new();
+            loop {
+                while in_flight.len() < SEED_TXNS_IN_FLIGHT {
+                    let batch: Vec<_> = ops.by_ref().take(SEED_TXN_OPS).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let mut kv = client.kv_client();
+                    in_flight.spawn(async move {
+                        let txn = etcd_client::Txn::new().and_then(batch);
+                        let resp = kv.txn(txn).await.expect("seed transaction");
+                        assert!(resp.succeeded(), "seed transaction refused");
+                    });
+                }
+                match in_flight.join_next().await {
+                    Some(done) => done.expect("seed task"),
+                    None => break,
+                }
+            }
+        });
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

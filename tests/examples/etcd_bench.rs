@@ -19,25 +19,22 @@
 //!  target/release/examples/etcd_bench`
 //!
 //! Environment: `ETCD_BENCH_PUTS` (default 300), `ETCD_BENCH_STARTS` (start runs per size,
-//! default 3), `CWM_RECEIVER` (binary; default `cwm-receiver` next to `examples/`).
+//! default 3).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cwm_testkit::{Etcd, free_port};
-use etcd_client::{Client, KvClient, Txn, TxnOp};
+use cwm_tests::{Etcd, SEED_TXN_OPS, SEED_TXNS_IN_FLIGHT, free_port};
+use etcd_client::Client;
 
 const PREFIX: &str = "/cwm/";
 const PER_NAMESPACE: usize = 5;
 const SMALL_NAMESPACES: usize = 5_000;
 const LARGE_NAMESPACES: usize = 50_000;
 /// etcd's default `--max-txn-ops`.
-const TXN_OPS: usize = 128;
-const TXNS_IN_FLIGHT: usize = 16;
 const WARMUP_PUTS: usize = 20;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SERVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,39 +110,18 @@ fn webhook_key(ns: &str, id: &str) -> String {
 }
 
 /// Put every webhook of namespaces `from..to`. Returns (keys, value bytes).
-async fn seed(kv: &KvClient, from: usize, to: usize) -> (usize, usize) {
-    let mut puts = Vec::with_capacity((to - from) * PER_NAMESPACE);
-    let mut bytes = 0;
-    for i in from..to {
-        let n = ns(i);
-        for j in 0..PER_NAMESPACE {
+fn seed(endpoint: &str, from: usize, to: usize) -> (usize, usize) {
+    let pairs: Vec<(String, String)> = (from..to)
+        .flat_map(|i| (0..PER_NAMESPACE).map(move |j| (ns(i), j)))
+        .map(|(n, j)| {
             let id = hook(j);
             let v = value(&n, &id, j);
-            bytes += v.len();
-            puts.push(TxnOp::put(webhook_key(&n, &id), v, None));
-        }
-    }
-    let keys = puts.len();
-    let mut ops = puts.into_iter();
-    let mut set = tokio::task::JoinSet::new();
-    loop {
-        let chunk: Vec<TxnOp> = ops.by_ref().take(TXN_OPS).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        let txn = Txn::new().and_then(chunk);
-        if set.len() >= TXNS_IN_FLIGHT {
-            set.join_next().await.unwrap().unwrap();
-        }
-        let mut kv = kv.clone();
-        set.spawn(async move {
-            let resp = kv.txn(txn).await.expect("seed transaction");
-            assert!(resp.succeeded());
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.unwrap();
-    }
+            (webhook_key(&n, &id), v)
+        })
+        .collect();
+    let keys = pairs.len();
+    let bytes = pairs.iter().map(|(_, v)| v.len()).sum();
+    cwm_tests::seed_etcd(endpoint, pairs);
     (keys, bytes)
 }
 
@@ -153,7 +129,6 @@ async fn seed(kv: &KvClient, from: usize, to: usize) -> (usize, usize) {
 struct Http {
     port: u16,
     stream: Option<TcpStream>,
-    buf: Vec<u8>,
     reconnects: usize,
 }
 
@@ -162,7 +137,6 @@ impl Http {
         Self {
             port,
             stream: None,
-            buf: Vec::with_capacity(4096),
             reconnects: 0,
         }
     }
@@ -190,72 +164,22 @@ impl Http {
              authorization: {authorization}\r\ncontent-length: 2\r\n\r\n{{}}"
         );
         stream.write_all(request.as_bytes())?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no content-length"))?;
-        let close = head.contains("connection: close");
-        while self.buf.len() < head_end + length {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        if close {
+        let reply = cwm_tests::try_read_reply(stream)?;
+        if reply
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
             self.stream = None;
         }
-        Ok(status)
+        Ok(reply.status)
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn receiver_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("CWM_RECEIVER") {
-        return p.into();
-    }
-    // target/release/examples/etcd_bench -> target/release/cwm-receiver
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("cwm-receiver");
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build --release -p cwm-receiver",
-        bin.display()
-    );
-    bin
 }
 
 /// A receiver on `port` reading etcd on `etcd_port`, in an empty directory (so no `.env` is
 /// read); stdout to /dev/null, JSON logs to `stderr.log` there.
 fn spawn_receiver(dir: &tempfile::TempDir, port: u16, etcd_port: u16) -> Child {
     let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    Command::new(receiver_binary())
+    Command::new(cwm_tests::binary("cwm-receiver"))
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -462,11 +386,11 @@ fn main() {
         "keys", "seed", "serving", "runs (s)", "listening", "listed", "loaded", "VmRSS", "VmHWM"
     );
     let t = Instant::now();
-    let (small_keys, small_bytes) = rt.block_on(seed(&kv, 0, SMALL_NAMESPACES));
+    let (small_keys, small_bytes) = seed(&etcd.endpoint(), 0, SMALL_NAMESPACES);
     let small_seed = t.elapsed().as_secs_f64();
     start_runs(etcd.port(), SMALL_NAMESPACES, runs, small_seed, "-");
     let t = Instant::now();
-    let (large_keys, large_bytes) = rt.block_on(seed(&kv, SMALL_NAMESPACES, LARGE_NAMESPACES));
+    let (large_keys, large_bytes) = seed(&etcd.endpoint(), SMALL_NAMESPACES, LARGE_NAMESPACES);
     let large_seed = small_seed + t.elapsed().as_secs_f64();
     let (large_serving, large_loaded) = start_runs(
         etcd.port(),
@@ -504,8 +428,8 @@ fn main() {
         large_serving.saturating_sub(large_loaded).as_secs_f64()
     );
     println!(
-        "values: {} keys, {:.0} bytes on average; seed = cumulative etcd-client time, {TXN_OPS}-put \
-         transactions, {TXNS_IN_FLIGHT} in flight",
+        "values: {} keys, {:.0} bytes on average; seed = cumulative etcd-client time, {SEED_TXN_OPS}-put \
+         transactions, {SEED_TXNS_IN_FLIGHT} in flight",
         keys,
         (small_bytes + large_bytes) as f64 / keys as f64
     );

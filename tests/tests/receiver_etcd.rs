@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cwm_tests::{Etcd, Receiver, eventually};
+use cwm_tests::{Etcd, Receiver, eventually, seed_etcd};
 use serde_json::json;
 
 /// Propagation deadline for one etcd change (the catalog's ≤W is 1 s; generous for a loaded CI box).
@@ -368,44 +368,14 @@ fn twenty_five_thousand_webhooks_all_served() {
 
     let etcd = Etcd::start();
     let started = std::time::Instant::now();
-    let mut bytes = 0;
-    let puts: Vec<etcd_client::TxnOp> = (0..NAMESPACES)
+    let pairs: Vec<(String, String)> = (0..NAMESPACES)
         .flat_map(|i| (0..PER_NAMESPACE).map(move |j| (i, j)))
-        .map(|(i, j)| {
-            let v = value(i, j);
-            bytes += v.len();
-            etcd_client::TxnOp::put(format!("/cwm/{}/webhooks/{}", ns(i), id(i, j)), v, None)
-        })
+        .map(|(i, j)| (format!("/cwm/{}/webhooks/{}", ns(i), id(i, j)), value(i, j)))
         .collect();
-    let keys = puts.len();
-    let average = bytes / keys;
+    let keys = pairs.len();
+    let average = pairs.iter().map(|(_, v)| v.len()).sum::<usize>() / keys;
     assert!((230..=270).contains(&average), "{average}-byte values");
-    let endpoint = etcd.endpoint();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let client = etcd_client::Client::connect([endpoint], None)
-                .await
-                .unwrap();
-            let mut batches = puts.chunks(128).map(<[_]>::to_vec);
-            let mut in_flight = tokio::task::JoinSet::new();
-            loop {
-                while in_flight.len() < 16 {
-                    let Some(batch) = batches.next() else { break };
-                    let mut kv = client.kv_client();
-                    in_flight.spawn(async move {
-                        let txn = etcd_client::Txn::new().and_then(batch);
-                        assert!(kv.txn(txn).await.unwrap().succeeded());
-                    });
-                }
-                match in_flight.join_next().await {
-                    Some(done) => done.unwrap(),
-                    None => break,
-                }
-            }
-        });
+    seed_etcd(&etcd.endpoint(), pairs);
     let seeded = started.elapsed();
 
     let started = std::time::Instant::now();
