@@ -1,18 +1,40 @@
 //! The request-body JSON decoder (`cwm_http::json::parse`): depth and string limits, the Latin-1
-//! fallback and charset handling, on any bytes and any `Content-Type`.
+//! fallback and charset handling, the one-pass check that keeps the text, and credential cleanup,
+//! on any bytes and any `Content-Type`.
 //!
 //! Input: the first byte picks the `Content-Type` (none, plain JSON, a Latin-1 charset, or the
-//! input's first line); the rest is the body.
+//! input's first line) and whether credential cleanup is on; the rest is the body.
 #![no_main]
 
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use cwm_config::WebhookConfig;
 use cwm_http::json::{JsonError, MAX_DEPTH, MAX_STRING_CHARS, parse};
+use cwm_modules::CredentialCleanup;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// Cleanup on (the default) and off.
+static CLEANUPS: LazyLock<Option<[CredentialCleanup; 2]>> = LazyLock::new(|| {
+    let make = |v: Value| {
+        let cfg = WebhookConfig::from_value(v, &|_: &str| None).ok()?;
+        CredentialCleanup::from_config(&cfg).ok()
+    };
+    Some([
+        make(json!({}))?,
+        make(json!({"credential_cleanup": {"enabled": false}}))?,
+    ])
+});
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
+    let Some(cleanups) = CLEANUPS.as_ref() else {
+        panic!("the cleanup settings do not build");
+    };
+    let cleanup = &cleanups[usize::from(mode / 4 % 2)];
     let (content_type, body) = match mode % 4 {
         0 => (None, rest),
         1 => (Some("application/json".to_owned()), rest),
@@ -28,20 +50,27 @@ fuzz_target!(|data: &[u8]| {
             None => (None, rest),
         },
     };
-    match parse(body, content_type.as_deref()) {
-        Ok(value) => {
-            check_limits(&value, 0);
+    match parse(Bytes::copy_from_slice(body), content_type.as_deref(), cleanup) {
+        Ok(payload) => {
+            let value = payload.value();
+            check_limits(value, 0);
+            // What sinks receive has nothing left for the cleanup to do.
+            let mut again = value.clone();
+            cleanup.clean_payload(&mut again);
+            assert_eq!(&again, value, "a credential reached the sink");
             // What was accepted serialises and is accepted again, unchanged in shape.
-            let Ok(text) = serde_json::to_vec(&value) else {
+            let Ok(text) = serde_json::to_vec(value) else {
                 panic!("an accepted value does not serialise");
             };
-            match parse(&text, None) {
-                Ok(again) => assert_eq!(shape(&again), shape(&value)),
+            match parse(Bytes::from(text), None, cleanup) {
+                Ok(again) => assert_eq!(shape(again.value()), shape(value)),
                 Err(e) => panic!("re-parse of an accepted value failed: {e}"),
             }
         }
-        Err(JsonError::TooDeep(n)) => assert!(n > MAX_DEPTH, "TooDeep({n})"),
-        Err(JsonError::StringTooLong(n)) => assert!(n > MAX_STRING_CHARS, "StringTooLong({n})"),
+        Err(JsonError::TooDeep(n, max)) => assert!(n > max && max == MAX_DEPTH, "TooDeep({n})"),
+        Err(JsonError::StringTooLong(n, max)) => {
+            assert!(n > max && max == MAX_STRING_CHARS, "StringTooLong({n})")
+        }
         Err(JsonError::Malformed) => {
             // Without a charset parameter, what serde_json reads is never called malformed.
             if content_type.as_deref().is_none_or(|c| !c.contains(';'))

@@ -70,6 +70,44 @@ fn log_sink_writes_the_event_to_stdout() {
         !rx.stdout().contains("hunter2"),
         "credentials must not reach the log"
     );
+    // Bodies kept as text (no credential), copied or reformatted, print as their documents.
+    let mut deep = json!("bottom");
+    for _ in 0..12 {
+        deep = json!({ "d": deep });
+    }
+    let bodies = [
+        (
+            r#"{"marker":"m-1","n":[1,-2],"s":"a b"}"#.to_owned(),
+            json!({"marker":"m-1","n":[1,-2],"s":"a b"}),
+        ),
+        (
+            " { \"marker\" : \"m-2\" , \"f\": 1.50, \"e\": \"caf\\u00e9\\n\" } ".to_owned(),
+            json!({"marker":"m-2","f":1.5,"e":"café[NL]"}),
+        ),
+        (
+            json!({"marker": "m-3", "deep": deep}).to_string(),
+            Value::Null,
+        ),
+    ];
+    for (body, _) in &bodies {
+        assert_eq!(rx.post("/webhook/logged", body).status, 200, "{body}");
+    }
+    let payload = |marker: &str| -> Value {
+        let out = rx.stdout();
+        let line = out.lines().find(|l| l.contains(marker)).unwrap();
+        serde_json::from_str::<Value>(line).unwrap()["payload"].clone()
+    };
+    assert!(eventually(Duration::from_secs(5), || rx
+        .stdout()
+        .contains("m-3")));
+    for (i, (_, want)) in bodies.iter().enumerate().take(2) {
+        assert_eq!(&payload(&format!("m-{}", i + 1)), want);
+    }
+    let mut at = &payload("m-3")["deep"];
+    for _ in 0..9 {
+        at = &at["d"];
+    }
+    assert_eq!(at["d"], "[Max depth exceeded]");
 }
 
 #[test]
@@ -105,7 +143,14 @@ fn unknown_bad_and_malformed_requests() {
         (400, json!({"detail":"Malformed JSON payload"}))
     );
     let deep = "[".repeat(60) + &"]".repeat(60);
-    assert_eq!(rx.post("/webhook/logged", &deep).status, 400);
+    let r = rx.post("/webhook/logged", &deep);
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"detail":"JSON too deeply nested: 51 levels (max: 50)"})
+        )
+    );
     // The file backend ignores the namespace, as the upstream does.
     assert_eq!(rx.post("/webhook/anyns/logged", "{}").status, 200);
     assert_eq!(rx.get("/webhook/logged").status, 405);

@@ -1,47 +1,37 @@
-//! Body decoding for `data_type: json` (pipeline.md 2.2, DECISIONS H4).
+//! Body decoding for `data_type: json` (pipeline.md 2.2, DECISIONS H4): the charset, then one
+//! checking pass over the text ([`JsonPayload::from_text`]).
 
-use serde_json::Value;
+use bytes::Bytes;
+use cwm_modules::CredentialCleanup;
+pub use cwm_modules::payload::{JsonError, JsonLimits, JsonPayload};
 
 /// Deepest nesting accepted; the root is depth 0.
 pub const MAX_DEPTH: usize = 50;
 /// Longest string value, in characters.
 pub const MAX_STRING_CHARS: usize = 1_048_576;
 
-/// Why a JSON body was refused; `Display` is the client-facing `detail`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JsonError {
-    #[error("Malformed JSON payload")]
-    Malformed,
-    #[error("JSON too deeply nested: {0} levels (max: 50)")]
-    TooDeep(usize),
-    #[error("String too long: {0} chars (max: 1048576)")]
-    StringTooLong(usize),
-}
+const LIMITS: JsonLimits = JsonLimits {
+    max_depth: MAX_DEPTH,
+    max_string_chars: MAX_STRING_CHARS,
+};
 
-/// Parse a body. UTF-8 is expected; a body that is not UTF-8 is read as Latin-1 (as upstream,
-/// decoding never fails). A declared non-UTF-8 charset of the Latin-1 family is honoured.
-pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Value, JsonError> {
-    let latin1 = content_type.is_some_and(declares_latin1);
-    let parsed = if latin1 {
-        serde_json::from_str::<Value>(&decode_latin1(body))
+/// Decode and check a body, masking credentials as `cleanup` says. UTF-8 is expected; a body that
+/// is not UTF-8 is read as Latin-1 (as upstream, decoding never fails). A declared non-UTF-8
+/// charset of the Latin-1 family is honoured.
+pub fn parse(
+    body: Bytes,
+    content_type: Option<&str>,
+    cleanup: &CredentialCleanup,
+) -> Result<JsonPayload, JsonError> {
+    let text = if content_type.is_some_and(declares_latin1) {
+        decode_latin1(&body)
     } else {
-        match serde_json::from_slice::<Value>(body) {
-            Err(e) if std::str::from_utf8(body).is_err() && !e.is_eof() => {
-                serde_json::from_str::<Value>(&decode_latin1(body))
-            }
-            r => r,
+        match String::from_utf8(Vec::from(body)) {
+            Ok(text) => text,
+            Err(e) => decode_latin1(e.as_bytes()),
         }
     };
-    let value = parsed.map_err(|e| {
-        // serde_json refuses nesting beyond 128 levels on its own.
-        if e.to_string().starts_with("recursion limit exceeded") {
-            JsonError::TooDeep(128)
-        } else {
-            JsonError::Malformed
-        }
-    })?;
-    check(&value, 0)?;
-    Ok(value)
+    JsonPayload::from_text(text, LIMITS, cleanup)
 }
 
 fn declares_latin1(ct: &str) -> bool {
@@ -58,30 +48,17 @@ fn decode_latin1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
-fn check(v: &Value, depth: usize) -> Result<(), JsonError> {
-    if depth > MAX_DEPTH {
-        return Err(JsonError::TooDeep(depth));
-    }
-    match v {
-        Value::String(s) => {
-            // Byte length bounds the char count, so only long strings are counted.
-            if s.len() > MAX_STRING_CHARS {
-                let n = s.chars().count();
-                if n > MAX_STRING_CHARS {
-                    return Err(JsonError::StringTooLong(n));
-                }
-            }
-            Ok(())
-        }
-        Value::Array(items) => items.iter().try_for_each(|i| check(i, depth + 1)),
-        Value::Object(map) => map.values().try_for_each(|i| check(i, depth + 1)),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cwm_config::WebhookConfig;
+    use serde_json::{Value, json};
+
+    fn parse(body: &[u8], ct: Option<&str>) -> Result<Value, JsonError> {
+        let cfg = WebhookConfig::from_value(json!({}), &|_: &str| None).unwrap();
+        let cleanup = CredentialCleanup::from_config(&cfg).unwrap();
+        super::parse(Bytes::copy_from_slice(body), ct, &cleanup).map(|p| p.value().clone())
+    }
 
     fn nested(n: usize) -> String {
         "[".repeat(n) + &"]".repeat(n)
@@ -103,14 +80,14 @@ mod tests {
     #[test]
     fn depth_limit() {
         assert!(parse(nested(51).as_bytes(), None).is_ok()); // innermost array is depth 50
-        assert_eq!(
-            parse(nested(52).as_bytes(), None),
-            Err(JsonError::TooDeep(51))
-        );
-        assert!(matches!(
-            parse(nested(500).as_bytes(), None),
-            Err(JsonError::TooDeep(_))
-        ));
+        for n in [52, 500] {
+            let err = parse(nested(n).as_bytes(), None).unwrap_err();
+            assert_eq!(err, JsonError::TooDeep(51, MAX_DEPTH));
+            assert_eq!(
+                err.to_string(),
+                "JSON too deeply nested: 51 levels (max: 50)"
+            );
+        }
     }
 
     #[test]
@@ -118,9 +95,14 @@ mod tests {
         let ok = format!("\"{}\"", "a".repeat(MAX_STRING_CHARS));
         assert!(parse(ok.as_bytes(), None).is_ok());
         let long = format!("{{\"k\":\"{}\"}}", "a".repeat(MAX_STRING_CHARS + 1));
+        let err = parse(long.as_bytes(), None).unwrap_err();
         assert_eq!(
-            parse(long.as_bytes(), None),
-            Err(JsonError::StringTooLong(MAX_STRING_CHARS + 1))
+            err,
+            JsonError::StringTooLong(MAX_STRING_CHARS + 1, MAX_STRING_CHARS)
+        );
+        assert_eq!(
+            err.to_string(),
+            "String too long: 1048577 chars (max: 1048576)"
         );
     }
 
@@ -134,5 +116,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v["n"], "café");
+    }
+
+    #[test]
+    fn credentials_are_masked() {
+        let v = parse(br#"{"user":"u","api_key":"k"}"#, None).unwrap();
+        assert_eq!(v, json!({"user":"u","api_key":"***REDACTED***"}));
     }
 }

@@ -119,11 +119,8 @@ where
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
-            match json::parse(&bytes, ct) {
-                Ok(mut v) => {
-                    hook.cleanup.clean_payload(&mut v);
-                    Payload::Json(v)
-                }
+            match json::parse(bytes, ct, &hook.cleanup) {
+                Ok(json) => Payload::Json(json),
                 Err(e) => return response::detail(StatusCode::BAD_REQUEST, &e.to_string()),
             }
         }

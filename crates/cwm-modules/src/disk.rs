@@ -66,7 +66,10 @@ impl Sink for DiskSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let (data, ext) = match &event.payload {
             Payload::Json(v) => (
-                Bytes::from(serde_json::to_vec(v).map_err(|e| SinkError::Rejected(e.to_string()))?),
+                Bytes::from(
+                    serde_json::to_vec(v.value())
+                        .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                ),
                 "json",
             ),
             Payload::Blob(b) => (b.clone(), "bin"),
@@ -371,7 +374,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sink = factory(&config(json!({"path":"out/sub"})), &ctx(tmp.path())).unwrap();
         let doc = json!({"a":1,"b":[true,null],"c":"é"});
-        sink.deliver(&event(Payload::Json(doc.clone())))
+        sink.deliver(&event(Payload::Json(doc.clone().into())))
             .await
             .unwrap();
         let dir = tmp.path().join("out/sub");
@@ -408,7 +411,9 @@ mod tests {
     async fn defaults_and_absolute_path_inside_base() {
         let tmp = tempfile::tempdir().unwrap();
         let sink = factory(&config(json!({})), &ctx(tmp.path())).unwrap();
-        sink.deliver(&event(Payload::Json(json!(1)))).await.unwrap();
+        sink.deliver(&event(Payload::Json(json!(1).into())))
+            .await
+            .unwrap();
         assert_eq!(files(tmp.path()).len(), 1);
 
         let inside = tmp.path().join("abs");
@@ -419,7 +424,7 @@ mod tests {
             &ctx(Path::new("/nonexistent-cwd")),
         )
         .unwrap();
-        sink.deliver(&event(Payload::Json(json!("x"))))
+        sink.deliver(&event(Payload::Json(json!("x").into())))
             .await
             .unwrap();
         assert_eq!(files(&inside).len(), 1);
@@ -431,7 +436,7 @@ mod tests {
             &ctx(tmp.path()),
         )
         .unwrap();
-        sink.deliver(&event(Payload::Json(json!({}))))
+        sink.deliver(&event(Payload::Json(json!({}).into())))
             .await
             .unwrap();
         assert_eq!(files(&later.join("p")).len(), 1);
@@ -499,7 +504,7 @@ mod tests {
         // The target turns into an escaping symlink after load.
         symlink(outside.path(), tmp.path().join("late")).unwrap();
         let err = sink
-            .deliver(&event(Payload::Json(json!(1))))
+            .deliver(&event(Payload::Json(json!(1).into())))
             .await
             .unwrap_err();
         assert!(matches!(err, SinkError::Config(_)), "{err:?}");
@@ -521,7 +526,7 @@ mod tests {
             return;
         }
         let err = sink
-            .deliver(&event(Payload::Json(json!(1))))
+            .deliver(&event(Payload::Json(json!(1).into())))
             .await
             .unwrap_err();
         assert!(matches!(err, SinkError::Unavailable(_)), "{err:?}");

@@ -238,7 +238,10 @@ impl Sink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let (body, default_type) = match &event.payload {
             Payload::Json(v) => (
-                Bytes::from(serde_json::to_vec(v).map_err(|e| SinkError::Rejected(e.to_string()))?),
+                Bytes::from(
+                    serde_json::to_vec(v.value())
+                        .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                ),
                 "application/json",
             ),
             Payload::Blob(b) => (b.clone(), "application/octet-stream"),
@@ -725,7 +728,7 @@ mod tests {
         let long = "v".repeat(MAX_HEADER_VALUE + 1);
         let doc = json!({"a": 1, "b": "é"});
         s.deliver(&event(
-            Payload::Json(doc.clone()),
+            Payload::Json(doc.clone().into()),
             &[
                 ("x-forwarded-thing", "yes"),
                 ("x-over", "forwarded"),
@@ -781,7 +784,7 @@ mod tests {
             "headers": {"x-a": "custom-a", "x-b": "custom-b"}
         }));
         s.deliver(&event(
-            Payload::Json(json!([1])),
+            Payload::Json(json!([1]).into()),
             &[
                 ("x-a", "fwd-a"),
                 ("x-c", "fwd-c"),
@@ -804,9 +807,12 @@ mod tests {
             "allowed_headers": [],
             "headers": {"x-a": "custom-a"}
         }));
-        s.deliver(&event(Payload::Json(json!(null)), &[("x-c", "fwd-c")]))
-            .await
-            .unwrap();
+        s.deliver(&event(
+            Payload::Json(json!(null).into()),
+            &[("x-c", "fwd-c")],
+        ))
+        .await
+        .unwrap();
         let seen = rx.recv().await.unwrap();
         assert!(!seen.headers.contains_key("x-a"));
         assert!(!seen.headers.contains_key("x-c"));
@@ -842,7 +848,9 @@ mod tests {
         ] {
             let (addr, mut rx) = server(status, Duration::ZERO).await;
             let s = sink(json!({"url": format!("http://{addr}/"), "allowed_hosts": ["127.0.0.1"]}));
-            let got = s.deliver(&event(Payload::Json(json!({})), &[])).await;
+            let got = s
+                .deliver(&event(Payload::Json(json!({}).into()), &[]))
+                .await;
             let kind = match &got {
                 Ok(()) => "ok",
                 Err(SinkError::Unavailable(_)) => "unavailable",
@@ -864,7 +872,7 @@ mod tests {
         );
         let started = std::time::Instant::now();
         let err = s
-            .deliver(&event(Payload::Json(json!({})), &[]))
+            .deliver(&event(Payload::Json(json!({}).into()), &[]))
             .await
             .unwrap_err();
         assert_eq!(err, SinkError::Timeout);
@@ -879,7 +887,7 @@ mod tests {
             json!({"url": format!("http://us%40er:s3cretpw@{addr}/p"), "allowed_hosts": ["127.0.0.1"]}),
         );
         s.deliver(&event(
-            Payload::Json(json!(1)),
+            Payload::Json(json!(1).into()),
             &[("authorization", "***REDACTED***")],
         ))
         .await
@@ -900,7 +908,7 @@ mod tests {
             "allowed_hosts": ["127.0.0.1"]
         }));
         let err = s
-            .deliver(&event(Payload::Json(json!(1)), &[]))
+            .deliver(&event(Payload::Json(json!(1).into()), &[]))
             .await
             .unwrap_err();
         assert!(matches!(err, SinkError::Unavailable(_)), "{err:?}");
@@ -919,7 +927,7 @@ mod tests {
             json!({"url": format!("https://{addr}/"), "allowed_hosts": ["127.0.0.1"], "timeout": 5}),
         );
         let err = s
-            .deliver(&event(Payload::Json(json!({})), &[]))
+            .deliver(&event(Payload::Json(json!({}).into()), &[]))
             .await
             .unwrap_err();
         assert!(matches!(err, SinkError::Unavailable(_)), "{err:?}");

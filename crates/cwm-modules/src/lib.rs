@@ -13,11 +13,13 @@ pub mod disk;
 pub mod http;
 pub mod log;
 mod opts;
+pub mod payload;
 pub mod registry;
 pub mod sink;
 mod words;
 
 pub use cleanup::CredentialCleanup;
 pub use context::ModuleContext;
+pub use payload::JsonPayload;
 pub use registry::{CompiledWebhook, Registry, SinkFactory};
 pub use sink::{Event, Payload, Sink, SinkError};

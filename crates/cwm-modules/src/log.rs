@@ -19,10 +19,19 @@
 //! Blob payloads are logged as `{"length":N,"truncated":bool,"base64":"..."}`: base64 of at most the
 //! first 7500 bytes (10000 characters), so binary bodies never corrupt the log stream.
 //!
+//! A JSON payload kept as the request's text ([`JsonPayload`]) is formatted straight from the text:
+//! serde_json's deserializer drives the serializer, so no `Value` is built. The standard line
+//! copies such a text byte for byte when formatting would not change it (compact, no escapes,
+//! integers only, at most 10 levels, no sensitive key). The output is the same as for the parsed
+//! document, except that a key the sender repeated in one object is printed each time (a parsed
+//! document keeps only the last).
+//!
 //! Writes never block the runtime: `deliver` formats the line and queues it on a bounded channel
 //! to the process's single writer thread ([`LogWriter`]); `Ok` means queued. A full queue makes
 //! `deliver` wait (backpressure) instead of dropping lines.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +41,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{self, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +51,7 @@ use cwm_config::WebhookConfig;
 
 use crate::context::ModuleContext;
 use crate::opts;
+use crate::payload::{JsonPayload, JsonRef};
 use crate::sink::{Event, Payload, Sink, SinkError};
 use crate::words::WordSet;
 
@@ -148,7 +159,7 @@ impl LogFormat {
             redact: self.redact,
             sanitize: true,
         };
-        let line = Line {
+        let head = Line {
             received_at: Timestamp(event.received_at),
             namespace: event.namespace.as_deref().map(|s| Text::new(s, o)),
             webhook_id: Text::new(&event.webhook_id, o),
@@ -156,13 +167,9 @@ impl LogFormat {
                 headers: &event.headers,
                 o,
             },
-            payload: PayloadView {
-                payload: &event.payload,
-                o,
-            },
         };
         let start = out.len();
-        if serde_json::to_writer(&mut *out, &line).is_err() {
+        if !write_line(&head, &event.payload, o, out) {
             // Only a broken Serialize impl gets here; still say that an event arrived.
             out.truncate(start);
             out.extend_from_slice(b"{\"error\":\"event could not be formatted\"}");
@@ -199,8 +206,8 @@ impl LogFormat {
         out.extend_from_slice(b"\n\nPayload:\n");
         let start = out.len();
         let written = match &event.payload {
-            Payload::Json(v) => {
-                serde_json::to_writer_pretty(&mut *out, &ValueView { v, depth: 0, o }).is_ok()
+            Payload::Json(json) => {
+                serde_json::to_writer_pretty(&mut *out, &JsonView { json, o }).is_ok()
             }
             Payload::Blob(b) => {
                 let _ = write!(
@@ -273,7 +280,93 @@ struct Line<'a> {
     namespace: Option<Text<'a>>,
     webhook_id: Text<'a>,
     headers: HeadersView<'a>,
-    payload: PayloadView<'a>,
+}
+
+/// `head` as a JSON object with `"payload"` as its last member. A payload text the formatting
+/// would not change is copied as it is; false if something could not be formatted.
+fn write_line(head: &Line<'_>, payload: &Payload, o: Opts, out: &mut Vec<u8>) -> bool {
+    if serde_json::to_writer(&mut *out, head).is_err() || out.pop() != Some(b'}') {
+        return false;
+    }
+    out.extend_from_slice(b",\"payload\":");
+    let copied = match payload {
+        Payload::Json(json) => match json.as_ref() {
+            JsonRef::Text(t) if copyable(t, o.redact) => Some(t),
+            _ => None,
+        },
+        Payload::Blob(_) => None,
+    };
+    match copied {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        None => {
+            if serde_json::to_writer(&mut *out, &PayloadView { payload, o }).is_err() {
+                return false;
+            }
+        }
+    }
+    out.push(b'}');
+    true
+}
+
+/// Whether the standard line can show `text`, a valid JSON document, byte for byte: only when the
+/// transcoder would write exactly the same, i.e. the text is compact, has no escapes, no number
+/// serde_json prints differently (floats, `-0`, integers near or beyond 64 bits), no nesting
+/// beyond `MAX_DEPTH`, only clean strings of at most `MAX_FIELD_CHARS` bytes and, when
+/// redacting, no sensitive key. Any doubt answers false and the transcoder runs, so this only has
+/// to be right when it says true.
+fn copyable(text: &str, redact: bool) -> bool {
+    let b = text.as_bytes();
+    let mut depth = 0usize;
+    let mut digits = 0usize;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                let start = i + 1;
+                let Some(len) = b
+                    .get(start..)
+                    .and_then(|r| r.iter().position(|&c| c == b'"'))
+                else {
+                    return false;
+                };
+                // Quotes are ASCII, so these are char boundaries.
+                let Some(s) = text.get(start..start + len) else {
+                    return false;
+                };
+                if s.len() > MAX_FIELD_CHARS || s.bytes().any(|c| c == b'\\' || c == 0x7f) {
+                    return false;
+                }
+                i = start + len + 1;
+                if redact && b.get(i) == Some(&b':') && is_sensitive(s) {
+                    return false;
+                }
+                digits = 0;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 18 {
+                    return false;
+                }
+                i += 1;
+                continue;
+            }
+            b'-' if b.get(i + 1) == Some(&b'0') => return false,
+            b'.' | b'e' | b'E' if digits > 0 => return false,
+            b' ' | b'\t' | b'\n' | b'\r' => return false,
+            _ => {}
+        }
+        digits = 0;
+        i += 1;
+    }
+    true
 }
 
 /// RFC 3339 UTC with milliseconds; out-of-range clocks are clamped (the formatter refuses them).
@@ -380,12 +473,7 @@ struct PayloadView<'a> {
 impl Serialize for PayloadView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.payload {
-            Payload::Json(v) => ValueView {
-                v,
-                depth: 0,
-                o: self.o,
-            }
-            .serialize(s),
+            Payload::Json(json) => JsonView { json, o: self.o }.serialize(s),
             Payload::Blob(b) => {
                 let shown = &b[..b.len().min(MAX_BLOB_BYTES)];
                 let mut st = s.serialize_struct("Blob", 3)?;
@@ -406,7 +494,30 @@ impl Serialize for B64<'_> {
     }
 }
 
-/// A JSON value serialized with redaction (and sanitizing), without copying it.
+/// A JSON payload serialized with redaction (and sanitizing), without copying it.
+struct JsonView<'a> {
+    json: &'a JsonPayload,
+    o: Opts,
+}
+
+impl Serialize for JsonView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.json.as_ref() {
+            JsonRef::Value(v) => ValueView {
+                v,
+                depth: 0,
+                o: self.o,
+            }
+            .serialize(s),
+            JsonRef::Text(text) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                Deferred::new(&mut de, 0, self.o).serialize(s)
+            }
+        }
+    }
+}
+
+/// A parsed JSON value serialized with redaction (and sanitizing).
 struct ValueView<'a> {
     v: &'a Value,
     depth: usize,
@@ -451,6 +562,181 @@ impl<'a> ValueView<'a> {
             depth: self.depth + 1,
             o: self.o,
         }
+    }
+}
+
+// JSON text serialized with the same rules as `ValueView`, straight from the text: the
+// deserializer's events drive the serializer (as serde_transcode does), so no `Value` is built.
+// The text was checked when the payload was made, so the error paths below are not taken.
+
+/// One value still in the deserializer, serialized when the serializer asks for it.
+struct Deferred<D> {
+    de: Cell<Option<D>>,
+    depth: usize,
+    o: Opts,
+}
+
+impl<D> Deferred<D> {
+    fn new(de: D, depth: usize, o: Opts) -> Self {
+        Self {
+            de: Cell::new(Some(de)),
+            depth,
+            o,
+        }
+    }
+}
+
+impl<'de, D: Deserializer<'de>> Serialize for Deferred<D> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let de = self
+            .de
+            .take()
+            .ok_or_else(|| ser::Error::custom("value already serialized"))?;
+        if self.o.sanitize && self.depth > MAX_DEPTH {
+            IgnoredAny::deserialize(de).map_err(ser::Error::custom)?;
+            return s.serialize_str(DEPTH_EXCEEDED);
+        }
+        de.deserialize_any(Transcode {
+            s,
+            depth: self.depth,
+            o: self.o,
+        })
+        .map_err(ser::Error::custom)
+    }
+}
+
+/// Receives one value from the deserializer and writes it to `s`.
+struct Transcode<S> {
+    s: S,
+    depth: usize,
+    o: Opts,
+}
+
+impl<'de, S: Serializer> Visitor<'de> for Transcode<S> {
+    type Value = S::Ok;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<S::Ok, E> {
+        self.s.serialize_bool(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<S::Ok, E> {
+        self.s.serialize_i64(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<S::Ok, E> {
+        self.s.serialize_u64(v).map_err(E::custom)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<S::Ok, E> {
+        self.s.serialize_f64(v).map_err(E::custom)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<S::Ok, E> {
+        self.s.serialize_unit().map_err(E::custom)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<S::Ok, E> {
+        Text::new(v, self.o).serialize(self.s).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<S::Ok, A::Error> {
+        let mut out = self.s.serialize_seq(None).map_err(de::Error::custom)?;
+        let (depth, o) = (self.depth + 1, self.o);
+        while seq
+            .next_element_seed(Element {
+                out: &mut out,
+                depth,
+                o,
+            })?
+            .is_some()
+        {}
+        out.end().map_err(de::Error::custom)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<S::Ok, A::Error> {
+        let mut out = self.s.serialize_map(None).map_err(de::Error::custom)?;
+        let (depth, o) = (self.depth + 1, self.o);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let k = Text::new(&key, o);
+            if o.redact && is_sensitive(&key) {
+                map.next_value::<IgnoredAny>()?;
+                out.serialize_entry(&k, REDACTED)
+                    .map_err(de::Error::custom)?;
+            } else {
+                out.serialize_key(&k).map_err(de::Error::custom)?;
+                map.next_value_seed(Entry {
+                    out: &mut out,
+                    depth,
+                    o,
+                })?;
+            }
+        }
+        out.end().map_err(de::Error::custom)
+    }
+}
+
+/// An array element: hands the element's deserializer to the array being written.
+struct Element<'a, T> {
+    out: &'a mut T,
+    depth: usize,
+    o: Opts,
+}
+
+impl<'de, T: SerializeSeq> DeserializeSeed<'de> for Element<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        self.out
+            .serialize_element(&Deferred::new(de, self.depth, self.o))
+            .map_err(de::Error::custom)
+    }
+}
+
+/// An object member's value: hands its deserializer to the object being written.
+struct Entry<'a, T> {
+    out: &'a mut T,
+    depth: usize,
+    o: Opts,
+}
+
+impl<'de, T: SerializeMap> DeserializeSeed<'de> for Entry<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        self.out
+            .serialize_value(&Deferred::new(de, self.depth, self.o))
+            .map_err(de::Error::custom)
+    }
+}
+
+/// An object key, borrowed from the text unless it had escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -564,6 +850,7 @@ impl Write for StdoutTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::JsonPayload;
     use bytes::Bytes;
     use serde_json::json;
     use std::sync::Mutex;
@@ -597,14 +884,17 @@ mod tests {
     #[test]
     fn standard_line_redacts_headers_and_keys() {
         let ev = event(
-            Payload::Json(json!({
-                "user": "bob",
-                "Password": "p",
-                "nested": {"apiKey": "k", "my_api_key": "k2", "ok": 1, "SessionId": "s"},
-                "auth": {"inner": "v"},
-                "list": [{"credit-card": "4111"}, 2],
-                "monkey": "banana"
-            })),
+            Payload::Json(
+                json!({
+                    "user": "bob",
+                    "Password": "p",
+                    "nested": {"apiKey": "k", "my_api_key": "k2", "ok": 1, "SessionId": "s"},
+                    "auth": {"inner": "v"},
+                    "list": [{"credit-card": "4111"}, 2],
+                    "monkey": "banana"
+                })
+                .into(),
+            ),
             &[
                 ("authorization", "Bearer x"),
                 ("x-api-key", "k"),
@@ -652,7 +942,8 @@ mod tests {
         let long = "x".repeat(MAX_FIELD_CHARS + 5);
         let ev = event(
             Payload::Json(
-                json!({"msg": "a\r\nb\u{1}c\td\u{7f}", "long": long, "deep": deep, "n": null, "f": 1.5}),
+                json!({"msg": "a\r\nb\u{1}c\td\u{7f}", "long": long, "deep": deep, "n": null, "f": 1.5})
+                    .into(),
             ),
             &[("x-note", "line1\nline2")],
         );
@@ -697,7 +988,7 @@ mod tests {
             redact: true,
         };
         let ev = event(
-            Payload::Json(json!({"token":"t","text":"é\nz"})),
+            Payload::Json(json!({"token":"t","text":"é\nz"}).into()),
             &[("authorization", "x"), ("accept", "*/*")],
         );
         let mut out = Vec::new();
@@ -717,11 +1008,108 @@ mod tests {
         );
         assert!(text.ends_with(&format!("}}\n{RULE}\n")));
 
-        let ev = event(Payload::Json(json!(["y".repeat(MAX_FIELD_CHARS)])), &[]);
+        let ev = event(
+            Payload::Json(json!(["y".repeat(MAX_FIELD_CHARS)]).into()),
+            &[],
+        );
         let mut out = Vec::new();
         f.render(&ev, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with(&format!("yyy\n{TRUNCATED}\n{RULE}\n")));
+    }
+
+    /// The request's text, kept as it is (cleanup off, so credential keys do not force a copy).
+    fn text_payload(text: &str) -> Payload {
+        let cfg = cwm_config::WebhookConfig::from_value(
+            json!({"credential_cleanup": {"enabled": false}}),
+            &|_: &str| None,
+        )
+        .unwrap();
+        let off = crate::CredentialCleanup::from_config(&cfg).unwrap();
+        let limits = crate::payload::JsonLimits {
+            max_depth: 50,
+            max_string_chars: 1 << 20,
+        };
+        Payload::Json(JsonPayload::from_text(text.to_owned(), limits, &off).unwrap())
+    }
+
+    #[test]
+    fn text_payloads_print_like_parsed_ones() {
+        let mut deep = String::from("\"bottom\"");
+        for i in 0..13 {
+            deep = if i % 2 == 0 {
+                format!("{{\"d\": {deep}, \"n\": {i}}}")
+            } else {
+                format!("[{i}, {deep}]")
+            };
+        }
+        let long = "é".repeat(MAX_FIELD_CHARS + 3);
+        let docs = [
+            r#"{"event":"push","repository":"cwm","sender":{"login":"octocat","id":583231},"commits":3,"forced":false,"n":null}"#.to_owned(),
+            " [ 1 , -2 , 3.25 , 1e3 , -0 , 18446744073709551615 , -9223372036854775808 , 1.7976931348623157e308 ] ".to_owned(),
+            r#"{"Password":"p","nested":{"apiKey":"k","ok":{"x":1},"SessionId":{"a":[1]}},"list":[{"credit-card":"4"},2],"monkey":"banana"}"#.to_owned(),
+            r#"{"esc\u0061ped key":"a\r\nb\u0001c\td\u007f\"q\" \\ \/ \ud83d\ude00","x-api-key":{"deep":1},"auth":[]}"#.to_owned(),
+            format!("{{\"long\":\"{long}\",\"deep\":{deep},\"e\":{{}},\"a\":[],\"u\":\"\u{2028}\"}}"),
+            "\"just a string\"".to_owned(),
+            "true".to_owned(),
+            "null".to_owned(),
+            // Copied as they are by the standard line:
+            r#"{"a":[true,false,null,-5,0,123456789012345678,"x y:z","{[]}"],"b":{"c":{}},"é":"ü"}"#.to_owned(),
+            format!("[{}]", "[".repeat(9) + &"]".repeat(9)),
+            // Not copied: one reason each.
+            r#"{"a":1.5}"#.to_owned(),
+            r#"{"a":1e5}"#.to_owned(),
+            r#"{"a":-0}"#.to_owned(),
+            r#"{"a":1234567890123456789}"#.to_owned(),
+            r#"{"a":18446744073709551616}"#.to_owned(),
+            r#"{"a" :1}"#.to_owned(),
+            "{\"a\":\"\u{7f}\"}".to_owned(),
+            r#"{"a":"\"q\""}"#.to_owned(),
+            r#"{"my_token":1}"#.to_owned(),
+            format!("[{}]", "[".repeat(10) + &"]".repeat(10)),
+            format!("[\"{}\"]", "x".repeat(MAX_FIELD_CHARS + 1)),
+        ];
+        for doc in [0, 5, 6, 7, 8, 9].map(|i| &docs[i]) {
+            assert!(copyable(doc, true), "{doc}");
+        }
+        assert!(
+            copyable(&docs[18], false),
+            "keys are only judged when redacting"
+        );
+        for doc in &docs[1..5] {
+            assert!(!copyable(doc, true), "{doc}");
+        }
+        for doc in &docs[10..] {
+            assert!(!copyable(doc, true), "{doc}");
+        }
+        for doc in &docs {
+            let value: Value = serde_json::from_str(doc).unwrap();
+            let parsed = event(Payload::Json(value.into()), &[("x-note", "n")]);
+            let text = event(text_payload(doc), &[("x-note", "n")]);
+            for (pretty, redact) in [(false, true), (false, false), (true, true), (true, false)] {
+                let f = LogFormat { pretty, redact };
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                f.render(&parsed, &mut a);
+                f.render(&text, &mut b);
+                assert_eq!(
+                    String::from_utf8(b).unwrap(),
+                    String::from_utf8(a).unwrap(),
+                    "{doc} pretty={pretty} redact={redact}"
+                );
+            }
+        }
+        // The rules apply on the text path too (the comparison above would pass if both broke).
+        let v = line(STD, &event(text_payload(&docs[2]), &[]));
+        assert_eq!(v["payload"]["nested"]["apiKey"], REDACTED);
+        assert_eq!(v["payload"]["nested"]["ok"], json!({"x": 1}));
+        assert_eq!(v["payload"]["monkey"], "banana");
+        let v = line(STD, &event(text_payload(&docs[4]), &[]));
+        assert!(v["payload"]["long"].as_str().unwrap().ends_with(TRUNCATED));
+        let mut at = &v["payload"]["deep"];
+        for _ in 0..MAX_DEPTH - 1 {
+            at = at.get("d").or_else(|| at.get(1)).unwrap();
+        }
+        assert_eq!(at.get("d").or_else(|| at.get(1)).unwrap(), DEPTH_EXCEEDED);
     }
 
     #[test]
@@ -771,7 +1159,7 @@ mod tests {
         for i in 0..200 {
             let sink = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
-                sink.deliver(&event(Payload::Json(json!({ "i": i })), &[]))
+                sink.deliver(&event(Payload::Json(json!({ "i": i }).into()), &[]))
                     .await
             }));
         }

@@ -5,13 +5,14 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::Value;
+
+use crate::payload::JsonPayload;
 
 /// The body of one webhook request as the sink receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    /// `data_type: json`: the parsed document.
-    Json(Value),
+    /// `data_type: json`: the checked document (the request's text, or a cleaned copy).
+    Json(JsonPayload),
     /// `data_type: blob`: the raw bytes.
     Blob(Bytes),
 }
