@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
             None => (None, rest),
         },
     };
-    match parse(Bytes::copy_from_slice(body), content_type.as_deref(), cleanup) {
+    match parse(
+        Bytes::copy_from_slice(body),
+        content_type.as_deref(),
+        cleanup,
+    ) {
         Ok(payload) => {
             let value = payload.value();
             check_limits(value, 0);

@@ -137,6 +137,15 @@ impl Sink for LogSink {
     }
 }
 
+/// The `log` sink's output for `event`, exactly as `deliver` queues it. Public only for the fuzz
+/// targets (fuzz/fuzz_targets/log_payload.rs); not part of the API.
+#[doc(hidden)]
+pub fn format_event(event: &Event, pretty: bool, redact: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    LogFormat { pretty, redact }.render(event, &mut out);
+    out
+}
+
 /// How a sink prints events.
 #[derive(Debug, Clone, Copy)]
 struct LogFormat {
@@ -290,7 +299,7 @@ fn write_line(head: &Line<'_>, payload: &Payload, o: Opts, out: &mut Vec<u8>) ->
     }
     out.extend_from_slice(b",\"payload\":");
     let copied = match payload {
-        Payload::Json(json) => match json.as_ref() {
+        Payload::Json(json) => match json.view() {
             JsonRef::Text(t) if copyable(t, o.redact) => Some(t),
             _ => None,
         },
@@ -502,7 +511,7 @@ struct JsonView<'a> {
 
 impl Serialize for JsonView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.json.as_ref() {
+        match self.json.view() {
             JsonRef::Value(v) => ValueView {
                 v,
                 depth: 0,

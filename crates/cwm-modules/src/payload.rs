@@ -17,7 +17,8 @@ use crate::cleanup::CredentialCleanup;
 /// The limits a JSON body is held to (DECISIONS H4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {
-    /// Deepest nesting accepted; the root is depth 0.
+    /// Deepest nesting accepted; the root is depth 0. serde_json stops at 128 levels on its own,
+    /// so values above 127 act as 127 (deeper text is refused as malformed).
     pub max_depth: usize,
     /// Longest string value, in characters.
     pub max_string_chars: usize,
@@ -105,7 +106,7 @@ impl JsonPayload {
         }
     }
 
-    pub(crate) fn as_ref(&self) -> JsonRef<'_> {
+    pub(crate) fn view(&self) -> JsonRef<'_> {
         match &self.repr {
             Repr::Text { text, .. } => JsonRef::Text(text),
             Repr::Value(v) => JsonRef::Value(v),
@@ -286,7 +287,7 @@ mod tests {
         let c = cleanup(json!({}));
         let text = r#"{ "user": "bob", "list": [1, 2.5, {"n\u0061me": null}], "ok": true }"#;
         let p = JsonPayload::from_text(text.into(), LIMITS, &c).unwrap();
-        assert!(matches!(p.as_ref(), JsonRef::Text(t) if t == text));
+        assert!(matches!(p.view(), JsonRef::Text(t) if t == text));
         assert_eq!(
             p.value(),
             &json!({"user":"bob","list":[1,2.5,{"name":null}],"ok":true})
@@ -299,14 +300,14 @@ mod tests {
         // The escaped key is `password`: keys are judged after unescaping.
         let text = r#"{"user":"bob","n":{"pass\u0077ord":"x"}}"#;
         let p = JsonPayload::from_text(text.into(), LIMITS, &c).unwrap();
-        assert!(matches!(p.as_ref(), JsonRef::Value(_)));
+        assert!(matches!(p.view(), JsonRef::Value(_)));
         assert_eq!(
             p.value(),
             &json!({"user":"bob","n":{"password":"***REDACTED***"}})
         );
         let off = cleanup(json!({"credential_cleanup":{"enabled":false}}));
         let p = JsonPayload::from_text(text.into(), LIMITS, &off).unwrap();
-        assert!(matches!(p.as_ref(), JsonRef::Text(_)));
+        assert!(matches!(p.view(), JsonRef::Text(_)));
     }
 
     #[test]
