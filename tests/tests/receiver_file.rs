@@ -111,6 +111,35 @@ fn log_sink_writes_the_event_to_stdout() {
 }
 
 #[test]
+fn debug_level_traces_each_request() {
+    let rx = Receiver::start(
+        &[("webhooks.json", WEBHOOKS), ("connections.json", "{}")],
+        &[("HOOK_TOKEN", "t"), ("LOG_LEVEL", "cwm_http=debug")],
+    );
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/nope", "{}").status, 404);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let err = rx.stderr();
+            err.lines().any(|l| {
+                l.contains("request")
+                    && l.contains("/webhook/logged")
+                    && l.contains("status=200")
+                    && l.contains("micros=")
+            }) && err
+                .lines()
+                .any(|l| l.contains("/webhook/nope") && l.contains("status=404"))
+        }),
+        "stderr: {}",
+        rx.stderr()
+    );
+    assert!(
+        !rx.stderr().contains('\u{1b}'),
+        "no terminal colours in a redirected log"
+    );
+}
+
+#[test]
 fn unknown_bad_and_malformed_requests() {
     let rx = start();
     let r = rx.post("/webhook/nope", "{}");

@@ -190,6 +190,8 @@ fn init_tracing(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("invalid LOG_LEVEL {:?}: {e}", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),

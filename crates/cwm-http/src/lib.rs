@@ -106,7 +106,8 @@ impl Receiver {
     where
         B: RequestBody,
     {
-        let started = Instant::now();
+        // Read the clock only when the request trace below is on.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let method = req.method().clone();
         let hsts = self.inner.settings.force_https
             || req
@@ -118,7 +119,9 @@ impl Receiver {
         let path = uri.path();
         let mut resp = self.route(req, &method, path).await;
         response::add_security_headers(&mut resp, hsts);
-        tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        if let Some(started) = started {
+            tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        }
         resp
     }
 
