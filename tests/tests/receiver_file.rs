@@ -42,6 +42,17 @@ fn known_webhook_is_written_to_disk_before_the_200() {
     assert_eq!(files.len(), 1, "exactly one event file");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(saved, json!({"order":42,"items":["a","b"]}));
+    // The sender's JSON text is kept: an integer beyond 64 bits is not rounded to a float.
+    let exact = "{ \"order\": 123456789012345678901234567890,\n  \"total\": 1.50 }";
+    assert_eq!(rx.post("/webhook/archive", exact).status, 200);
+    let files = files_in(&rx.dir.path().join("out"));
+    assert_eq!(files.len(), 2);
+    assert!(
+        files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap() == exact),
+        "the second file holds the body as sent"
+    );
 
     let r = rx.post_with(
         "/webhook/raw",

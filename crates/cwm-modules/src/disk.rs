@@ -3,7 +3,8 @@
 //! `module-config`: `path` (default `"."`; relative to `base_dir`, or absolute inside it) and
 //! `base_dir` (default: the process working directory; a relative one is taken from there).
 //!
-//! Each event becomes `<uuid4>.json` holding the payload as compact JSON text, or `<uuid4>.bin`
+//! Each event becomes `<uuid4>.json` holding the payload as JSON text (the body as the sender wrote
+//! it, or compact JSON when credential cleanup changed it), or `<uuid4>.bin`
 //! holding the raw bytes of a blob payload (upstream wrote `<uuid4>.txt` holding the Python repr,
 //! which nothing but Python reads back; modules.md 7.2 recommends this form). Files are created with
 //! `O_CREAT|O_EXCL` and mode 0600, missing directories with mode 0700; the data and the directory
@@ -26,7 +27,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
 use cwm_config::WebhookConfig;
@@ -66,10 +66,8 @@ impl Sink for DiskSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let (data, ext) = match &event.payload {
             Payload::Json(v) => (
-                Bytes::from(
-                    serde_json::to_vec(v.value())
-                        .map_err(|e| SinkError::Rejected(e.to_string()))?,
-                ),
+                v.to_json_bytes()
+                    .map_err(|e| SinkError::Rejected(e.to_string()))?,
                 "json",
             ),
             Payload::Blob(b) => (b.clone(), "bin"),
@@ -331,6 +329,7 @@ fn is_system_dir(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::{Value, json};
     use std::os::unix::fs::{PermissionsExt, symlink};
     use std::time::SystemTime;

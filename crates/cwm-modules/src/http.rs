@@ -13,7 +13,8 @@
 //! `Authorization` header; they and the query string never appear in error messages, which only
 //! name `scheme://host:port`.
 //!
-//! Body: a JSON payload is sent as compact JSON with `Content-Type: application/json`; a blob payload
+//! Body: a JSON payload is sent as the body the sender wrote (compact JSON when credential cleanup
+//! changed it) with `Content-Type: application/json`; a blob payload
 //! as its raw bytes with `application/octet-stream` (upstream crashed on blobs). A forwarded or custom
 //! `content-type` wins. Redirects are not followed: a 3xx is a rejection.
 //!
@@ -238,10 +239,8 @@ impl Sink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let (body, default_type) = match &event.payload {
             Payload::Json(v) => (
-                Bytes::from(
-                    serde_json::to_vec(v.value())
-                        .map_err(|e| SinkError::Rejected(e.to_string()))?,
-                ),
+                v.to_json_bytes()
+                    .map_err(|e| SinkError::Rejected(e.to_string()))?,
                 "application/json",
             ),
             Payload::Blob(b) => (b.clone(), "application/octet-stream"),

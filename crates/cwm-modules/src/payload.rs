@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -103,6 +104,16 @@ impl JsonPayload {
                 value.get_or_init(|| serde_json::from_str(text).unwrap_or_default())
             }
             Repr::Value(v) => v,
+        }
+    }
+
+    /// The document as JSON text for a destination: the request's own text when it was kept
+    /// (numbers, spacing and key order exactly as sent, so integers beyond 64 bits survive),
+    /// otherwise the cleaned document as compact JSON.
+    pub fn to_json_bytes(&self) -> Result<Bytes, serde_json::Error> {
+        match &self.repr {
+            Repr::Text { text, .. } => Ok(Bytes::copy_from_slice(text.as_bytes())),
+            Repr::Value(v) => serde_json::to_vec(v).map(Bytes::from),
         }
     }
 
@@ -342,6 +353,19 @@ mod tests {
         assert_eq!(
             JsonError::TooDeep(51, 50).to_string(),
             "JSON too deeply nested: 51 levels (max: 50)"
+        );
+    }
+
+    #[test]
+    fn json_bytes_are_the_text_as_sent_or_the_cleaned_document() {
+        let c = cleanup(json!({}));
+        let text = "{ \"id\": 123456789012345678901234567890, \"f\": 1.50 }";
+        let kept = JsonPayload::from_text(text.into(), LIMITS, &c).unwrap();
+        assert_eq!(kept.to_json_bytes().unwrap(), text.as_bytes());
+        let cleaned = JsonPayload::from_text("{ \"token\": \"t\" }".into(), LIMITS, &c).unwrap();
+        assert_eq!(
+            cleaned.to_json_bytes().unwrap(),
+            &br#"{"token":"***REDACTED***"}"#[..]
         );
     }
 
