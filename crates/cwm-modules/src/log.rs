@@ -44,7 +44,6 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{self, SerializeMap, SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use cwm_config::WebhookConfig;
@@ -503,7 +502,9 @@ impl Serialize for B64<'_> {
     }
 }
 
-/// A JSON payload serialized with redaction (and sanitizing), without copying it.
+/// A JSON payload serialized with redaction (and sanitizing), without copying it. Text and parsed
+/// documents go through the same transcoder: serde_json reads both (`&Value` is a deserializer
+/// too), so the rules below exist once.
 struct JsonView<'a> {
     json: &'a JsonPayload,
     o: Opts,
@@ -512,12 +513,7 @@ struct JsonView<'a> {
 impl Serialize for JsonView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.json.view() {
-            JsonRef::Value(v) => ValueView {
-                v,
-                depth: 0,
-                o: self.o,
-            }
-            .serialize(s),
+            JsonRef::Value(v) => Deferred::new(v, 0, self.o).serialize(s),
             JsonRef::Text(text) => {
                 let mut de = serde_json::Deserializer::from_str(text);
                 Deferred::new(&mut de, 0, self.o).serialize(s)
@@ -526,57 +522,8 @@ impl Serialize for JsonView<'_> {
     }
 }
 
-/// A parsed JSON value serialized with redaction (and sanitizing).
-struct ValueView<'a> {
-    v: &'a Value,
-    depth: usize,
-    o: Opts,
-}
-
-impl Serialize for ValueView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.o.sanitize && self.depth > MAX_DEPTH {
-            return s.serialize_str(DEPTH_EXCEEDED);
-        }
-        match self.v {
-            Value::Object(m) => {
-                let mut map = s.serialize_map(Some(m.len()))?;
-                for (k, v) in m {
-                    let key = Text::new(k, self.o);
-                    if self.o.redact && is_sensitive(k) {
-                        map.serialize_entry(&key, REDACTED)?;
-                    } else {
-                        map.serialize_entry(&key, &self.child(v))?;
-                    }
-                }
-                map.end()
-            }
-            Value::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for v in items {
-                    seq.serialize_element(&self.child(v))?;
-                }
-                seq.end()
-            }
-            Value::String(text) => Text::new(text, self.o).serialize(s),
-            other => other.serialize(s),
-        }
-    }
-}
-
-impl<'a> ValueView<'a> {
-    fn child(&self, v: &'a Value) -> ValueView<'a> {
-        ValueView {
-            v,
-            depth: self.depth + 1,
-            o: self.o,
-        }
-    }
-}
-
-// JSON text serialized with the same rules as `ValueView`, straight from the text: the
-// deserializer's events drive the serializer (as serde_transcode does), so no `Value` is built.
-// The text was checked when the payload was made, so the error paths below are not taken.
+// The deserializer's events drive the serializer (as serde_transcode does), so no copy of the
+// document is built. A payload was checked when it was made, so the error paths are not taken.
 
 /// One value still in the deserializer, serialized when the serializer asks for it.
 struct Deferred<D> {
@@ -861,7 +808,7 @@ mod tests {
     use super::*;
     use crate::payload::JsonPayload;
     use bytes::Bytes;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::sync::Mutex;
 
     fn event(payload: Payload, headers: &[(&str, &str)]) -> Event {

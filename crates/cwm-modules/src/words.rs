@@ -24,8 +24,10 @@ impl WordSet {
             .prefilter(false)
             .build(words)
             .ok()
-            .and_then(|dfa| Some((dfa.start_state(Anchored::No).ok()?, dfa)))
-            .map(|(start, dfa)| (dfa, start));
+            .and_then(|dfa| {
+                let start = dfa.start_state(Anchored::No).ok()?;
+                Some((dfa, start))
+            });
         Self { words, automaton }
     }
 
