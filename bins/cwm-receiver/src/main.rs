@@ -22,7 +22,7 @@ use cwm_http::{HttpSettings, Provider, Receiver};
 use cwm_modules::{ModuleContext, Registry};
 
 /// mimalloc instead of the system allocator: the request path allocates small, short-lived
-/// buffers (parsed payloads, header copies, log lines) across worker threads, which glibc malloc
+/// buffers (body text, header copies, log lines) across worker threads, which glibc malloc
 /// serves markedly slower (see README, Benchmarks).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
