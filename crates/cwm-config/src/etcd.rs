@@ -384,9 +384,10 @@ async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, ConfigError> {
     Ok(options)
 }
 
-/// Read every key under `prefix` at one revision, `page_size` keys per request (a single range
-/// over ~25K keys would exceed gRPC's 4 MiB message limit). Every page after the first is pinned
-/// to the first page's revision, which is returned: watching from `revision + 1` misses nothing.
+/// Read every key under `prefix` at one revision, in pages of at most `page_size` keys and about
+/// 16 MiB of keys and values (gRPC messages are allowed up to 64 MiB; one range over everything
+/// could exceed that and would be held whole in memory). Every page after the first is pinned to
+/// the first page's revision, which is returned: watching from `revision + 1` misses nothing.
 /// Keys come back sorted. Each page is bounded by 10 s. For one namespace, pass
 /// [`crate::keys::namespace_webhooks_prefix`].
 ///
@@ -501,8 +502,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Keys to ask for after a page of `keys` keys and `bytes` bytes asked with `limit`: about [`PAGE_BYTES`] of keys and
-/// values, at most `page_size` keys. Large values make smaller pages (bounded memory, far from
+/// Keys to ask for after a page of `keys` keys and `bytes` bytes asked with `limit`: about
+/// [`PAGE_BYTES`] of keys and values, at most `page_size` keys. Large values make smaller pages (bounded memory, far from
 /// the message limit); a page shrunk by large values grows back when values get smaller.
 fn next_limit(keys: usize, bytes: usize, limit: i64, page_size: i64) -> i64 {
     if keys < 2 || bytes == 0 {
@@ -1369,7 +1370,7 @@ impl<C: Compiler> FullBuild<C> {
     fn new(shared: Arc<Shared<C>>, previous: Arc<Tracker>) -> Self {
         Self {
             current: Guard::into_inner(shared.store.load()),
-            next: SnapshotBuilder::new(&shared.settings.default_namespace, false),
+            next: SnapshotBuilder::new(&shared.settings.default_namespace),
             shared,
             tracker: Tracker::new(),
             changes: Changes::new(previous),

@@ -296,22 +296,22 @@ impl<W> Snapshot<W> {
 /// one after the other) are collected in that namespace's map, owned by the builder alone, and
 /// join the snapshot once: no node is copied on write, no namespace name is allocated twice.
 /// Entries may still come in any order; adjacency only makes them cheaper.
-pub struct SnapshotBuilder<W> {
+pub(crate) struct SnapshotBuilder<W> {
     snap: Snapshot<W>,
     /// The namespace being filled, and its webhooks so far.
     group: Option<(Arc<str>, Entries<W>)>,
 }
 
 impl<W> SnapshotBuilder<W> {
-    /// An empty builder; see [`Snapshot::empty`].
-    pub fn new(default_namespace: &str, flat: bool) -> Self {
+    /// An empty builder for a namespaced snapshot; see [`Snapshot::empty`].
+    pub(crate) fn new(default_namespace: &str) -> Self {
         Self {
-            snap: Snapshot::empty(default_namespace, flat),
+            snap: Snapshot::empty(default_namespace, false),
             group: None,
         }
     }
 
-    pub fn put_webhook(&mut self, namespace: &str, id: &str, webhook: Arc<W>) {
+    pub(crate) fn put_webhook(&mut self, namespace: &str, id: &str, webhook: Arc<W>) {
         match &mut self.group {
             Some((ns, entries)) if **ns == *namespace => {
                 entries.push((id.into(), webhook));
@@ -328,12 +328,12 @@ impl<W> SnapshotBuilder<W> {
         }
     }
 
-    pub fn put_connection(&mut self, name: &str, connection: Arc<ConnectionConfig>) {
+    pub(crate) fn put_connection(&mut self, name: &str, connection: Arc<ConnectionConfig>) {
         self.snap.put_connection(name, connection);
     }
 
     /// The snapshot, reflecting `revision`.
-    pub fn build(mut self, revision: i64) -> Snapshot<W> {
+    pub(crate) fn build(mut self, revision: i64) -> Snapshot<W> {
         self.flush();
         self.snap.revision = revision;
         self.snap
@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn builder_groups_namespaces_in_any_order() {
-        let mut b: SnapshotBuilder<u32> = SnapshotBuilder::new("default", false);
+        let mut b: SnapshotBuilder<u32> = SnapshotBuilder::new("default");
         b.put_webhook("a", "1", Arc::new(1));
         b.put_webhook("a", "2", Arc::new(2));
         b.put_webhook("b", "1", Arc::new(3));
@@ -571,14 +571,14 @@ mod tests {
         store.update(|s| s.put_webhook("b", "2", Arc::new(6)));
         assert_eq!(store.load().webhook_count(), 5);
         assert!(
-            SnapshotBuilder::<u32>::new("d", false)
+            SnapshotBuilder::<u32>::new("d")
                 .build(0)
                 .namespaces()
                 .is_empty()
         );
 
         // A namespace over the small size, with a repeated id, built in bulk.
-        let mut b: SnapshotBuilder<usize> = SnapshotBuilder::new("default", false);
+        let mut b: SnapshotBuilder<usize> = SnapshotBuilder::new("default");
         for i in 0..20 {
             b.put_webhook("big", &format!("h{}", i % 15), Arc::new(i));
         }

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// Deepest nesting walked; deeper values are left as they are.
 const MAX_DEPTH: usize = 100;
 /// Longest resolved value, as upstream.
-const MAX_VALUE_CHARS: usize = 4096;
+pub const MAX_VALUE_CHARS: usize = 4096;
 
 /// A placeholder that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
