@@ -231,39 +231,50 @@ impl Drop for Receiver {
     }
 }
 
-/// Read one HTTP/1.1 response from a raw stream (server closes or sends Content-Length).
+/// Read one HTTP/1.1 response from a raw stream: its body is `Content-Length` bytes or, without
+/// that header, everything until the server closes. Chunked bodies are refused.
 pub fn read_reply(stream: &mut TcpStream) -> Reply {
     try_read_reply(stream).unwrap_or_else(|e| panic!("reading a response: {e}"))
 }
 
 /// [`read_reply`] that reports a closed or broken connection instead of panicking.
 pub fn try_read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
+    let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidData, msg.to_owned());
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut closed = false;
     loop {
-        let head_end = find(&buf, b"\r\n\r\n");
-        if let Some(end) = head_end {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let mut lines = head.lines();
-                let status = lines
-                    .next()
-                    .and_then(|l| l.split(' ').nth(1))
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-                let headers = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .collect();
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            let mut lines = head.lines();
+            let status = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| invalid("bad status line"))?;
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+            };
+            if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                return Err(invalid("chunked responses are not supported"));
+            }
+            let body_end = match header("content-length") {
+                Some(v) => Some(
+                    end + 4
+                        + v.parse::<usize>()
+                            .map_err(|_| invalid("bad content-length"))?,
+                ),
+                None => closed.then_some(buf.len()),
+            };
+            if let Some(body_end) = body_end.filter(|&e| buf.len() >= e) {
+                let body = String::from_utf8_lossy(&buf[end + 4..body_end]).into_owned();
                 return Ok(Reply {
                     status,
                     headers,
@@ -271,8 +282,7 @@ pub fn try_read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
                 });
             }
         }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
+        if closed {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -281,6 +291,8 @@ pub fn try_read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
                 ),
             ));
         }
+        let n = stream.read(&mut chunk)?;
+        closed = n == 0;
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -337,6 +349,7 @@ pub fn write_lossy(stream: &mut TcpStream, data: &[u8]) -> bool {
 }
 
 /// Poll `f` every 25 ms for up to `timeout`.
+#[must_use = "assert the result: a condition that never held is a failure"]
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

@@ -15,14 +15,15 @@
 //! etcd is a private single-member instance on free ports (cwm_testkit::Etcd); keys are seeded with
 //! etcd-client in 128-put transactions (etcd's default `--max-txn-ops`), 16 in flight.
 //!
-//! `cargo build --release -p cwm-receiver -p cwm-tests --example etcd_bench &&
-//!  target/release/examples/etcd_bench`
+//! `cargo build --release -p cwm-receiver && cargo build --release -p cwm-tests --example etcd_bench
+//!  && target/release/examples/etcd_bench` (what `tests/bench/etcd.sh` runs; with `--example`,
+//! cargo builds only the example, so the receiver needs its own build)
 //!
 //! Environment: `ETCD_BENCH_PUTS` (default 300), `ETCD_BENCH_STARTS` (start runs per size,
 //! default 3).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ const PREFIX: &str = "/cwm/";
 const PER_NAMESPACE: usize = 5;
 const SMALL_NAMESPACES: usize = 5_000;
 const LARGE_NAMESPACES: usize = 50_000;
-/// etcd's default `--max-txn-ops`.
+/// Puts (each followed by a POST) before the measured ones.
 const WARMUP_PUTS: usize = 20;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SERVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -229,8 +230,11 @@ fn provider_split(dir: &tempfile::TempDir) -> (Duration, Duration) {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["fields"].clone())
         .find(|f| f["message"] == "etcd configuration loaded")
-        .unwrap_or_default();
-    let ms = |name: &str| Duration::from_millis(fields[name].as_u64().unwrap_or(0));
+        .expect("the receiver's JSON log has no \"etcd configuration loaded\" line");
+    let ms = |name: &str| {
+        let v = fields[name].as_u64();
+        Duration::from_millis(v.unwrap_or_else(|| panic!("the load log line has no {name}")))
+    };
     (ms("listed_ms"), ms("elapsed_ms"))
 }
 
@@ -290,13 +294,7 @@ fn get_status(port: u16, path: &str) -> u16 {
         "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut head = Vec::new();
-    let _ = s.read_to_end(&mut head);
-    String::from_utf8_lossy(&head)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    cwm_tests::read_reply(&mut s).status
 }
 
 fn stop(mut child: Child) {
