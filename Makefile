@@ -33,6 +33,7 @@ deps-test: deps-build
 
 deps-bench: deps-test
 	$(call need,wrk,wrk)
+	$(call need,python3,python3)
 
 run: deps-build
 	PORT=$(PORT) WEBHOOKS_CONFIG_FILE=$(WEBHOOKS_CONFIG_FILE) CONNECTIONS_CONFIG_FILE=$(CONNECTIONS_CONFIG_FILE) \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # HTTP benchmark (issue: receiver foundation). wrk posts a 140-byte JSON body to a `log` webhook
 # (stdout to /dev/null), 2 threads, 50 connections, 10 s; and the same load on a bare hyper server
-# that reads the body and answers 200, alternating, ROUNDS times. Prints req/s, p50, p99 and the
-# ratio of each round and of the median round, plus idle RSS.
+# that reads the body and answers 200, alternating, ROUNDS times. Prints req/s, p50, p99, server
+# CPU per request and the ratio of each round, the median of each figure over the rounds, and RSS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
@@ -12,8 +12,9 @@ ROUNDS=${ROUNDS:-5}
 
 cargo build --release --locked -q -p cwm-receiver
 cargo build --release --locked -q -p cwm-tests --example bare_hyper
-BIN=target/release/cwm-receiver
-BARE=target/release/examples/bare_hyper
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$target_dir/release/cwm-receiver
+BARE=$target_dir/release/examples/bare_hyper
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
@@ -26,7 +27,7 @@ echo '{"bench":{"data_type":"json","module":"log"}}' >"$work/webhooks.json"
 echo '{}' >"$work/connections.json"
 
 rport=$(free_port)
-(cd "$work" && HOST=127.0.0.1 PORT=$rport LOG_LEVEL=warn exec "$OLDPWD/$BIN" >/dev/null 2>"$work/receiver.err") &
+(cd "$work" && HOST=127.0.0.1 PORT=$rport LOG_LEVEL=warn exec "$BIN" >/dev/null 2>"$work/receiver.err") &
 rpid=$!; pids+=("$rpid")
 bport=$(free_port)
 PORT=$bport "$BARE" >/dev/null 2>&1 &
@@ -82,11 +83,11 @@ for i, (b_rps, b_p50, b_p99, b_cpu, r_rps, r_p50, r_p99, r_err, r_cpu) in enumer
     print(f"{'':<7}{'cwm-receiver, log sink':<26}{r_rps:>10.0f}{r_p50:>9.3f}{r_p99:>9.3f}{r_cpu:>12.1f}{ratio:>8.2f}")
 med = statistics.median(r[0] for r in ratios)
 p99 = statistics.median(r[1] for r in ratios)
-print(f"receiver/bare req/s ratio, median round: {med:.2f}   (target >= 0.60)")
-print(f"receiver p99, median round: {p99:.3f} ms       (target < 5 ms)")
+print(f"receiver/bare req/s ratio, median of the rounds: {med:.2f}   (target >= 0.60)")
+print(f"receiver p99, median of the rounds: {p99:.3f} ms       (target < 5 ms)")
 print(f"receiver non-2xx responses: {sum(r[2] for r in ratios)}")
 b_cpu = statistics.median(r[3] for r in ratios)
 r_cpu = statistics.median(r[4] for r in ratios)
-print(f"server CPU (user + system) per request, median round: receiver {r_cpu:.1f} us, bare {b_cpu:.1f} us")
+print(f"server CPU (user + system) per request, median of the rounds: receiver {r_cpu:.1f} us, bare {b_cpu:.1f} us")
 print(f"receiver RSS idle: {idle / 1024:.1f} MiB (target < 30 MiB), after load: {loaded / 1024:.1f} MiB")
 PY
