@@ -863,7 +863,7 @@ pub(crate) fn evaluate<'k, C: Compiler>(
         Ok(KeyRef::Connection { name }) => Entry::Connection {
             name,
             result: serde_json::from_slice(value)
-                .map_err(|e| format!("invalid JSON: {e}"))
+                .map_err(|e| crate::EntryError::Json(e.to_string()).to_string())
                 .and_then(|v| parse_connection(env, name, v)),
         },
     }

@@ -263,7 +263,7 @@ pub async fn export(
                 }),
                 Err(e) => invalid.push(Invalid {
                     key: key_text,
-                    reason: format!("invalid JSON: {e}"),
+                    reason: crate::EntryError::Json(e.to_string()).to_string(),
                 }),
             }
         }
