@@ -1359,8 +1359,6 @@ struct FullBuild<C: Compiler> {
     tracker: Tracker,
     changes: Changes,
     rejected: Vec<(String, String, bool)>,
-    /// Refused webhooks (bad keys included) and connections.
-    rejected_count: [usize; 2],
     revision: i64,
     keys: usize,
     ignored: usize,
@@ -1375,7 +1373,6 @@ impl<C: Compiler> FullBuild<C> {
             tracker: Tracker::new(),
             changes: Changes::new(previous),
             rejected: Vec::new(),
-            rejected_count: [0, 0],
             revision: 0,
             keys: 0,
             ignored: 0,
@@ -1404,7 +1401,7 @@ impl<C: Compiler> FullBuild<C> {
                     None
                 }
                 Entry::BadKey(reason) => {
-                    self.rejected_count[Kind::Webhook as usize] += 1;
+                    self.changes.rejected(Kind::Webhook);
                     let k = Shared::<C>::rejection_key(&key);
                     self.rejected.push((k, reason, false));
                     None
@@ -1417,7 +1414,7 @@ impl<C: Compiler> FullBuild<C> {
                     match result {
                         Ok(w) => self.next.put_webhook(namespace, id, Arc::new(w)),
                         Err(reason) => {
-                            self.rejected_count[Kind::Webhook as usize] += 1;
+                            self.changes.rejected(Kind::Webhook);
                             let previous = self.current.webhook_exact(namespace, id).cloned();
                             let k = Shared::<C>::rejection_key(&key);
                             self.rejected.push((k, reason, previous.is_some()));
@@ -1432,7 +1429,7 @@ impl<C: Compiler> FullBuild<C> {
                     match result {
                         Ok(c) => self.next.put_connection(name, Arc::new(c)),
                         Err(reason) => {
-                            self.rejected_count[Kind::Connection as usize] += 1;
+                            self.changes.rejected(Kind::Connection);
                             let previous = self.current.connection(name).cloned();
                             let k = Shared::<C>::rejection_key(&key);
                             self.rejected.push((k, reason, previous.is_some()));
@@ -1454,8 +1451,6 @@ impl<C: Compiler> FullBuild<C> {
 
     fn finish(self) -> Built<C::Webhook> {
         let (mut webhooks, mut connections) = self.changes.finish();
-        webhooks.rejected = self.rejected_count[Kind::Webhook as usize];
-        connections.rejected = self.rejected_count[Kind::Connection as usize];
         let snapshot = self.next.build(self.revision);
         webhooks.total = snapshot.webhook_count();
         connections.total = snapshot.connection_count();
@@ -1507,7 +1502,12 @@ impl Changes {
         }
     }
 
-    /// Webhook and connection diffs (`total` and `rejected` left at 0).
+    /// One key of this listing refused (a bad key counts as a webhook).
+    fn rejected(&mut self, kind: Kind) {
+        self.diffs[kind as usize].rejected += 1;
+    }
+
+    /// Webhook and connection diffs (`total` left at 0).
     fn finish(self) -> (Diff, Diff) {
         let mut before = [0usize; 2];
         for (kind, _) in self.previous.values() {
