@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use std::time::UNIX_EPOCH;
 
 use cwm_config::WebhookConfig;
+use cwm_http::json::{MAX_DEPTH, MAX_STRING_CHARS};
 use cwm_modules::log::format_event;
 use cwm_modules::payload::{JsonLimits, JsonPayload};
 use cwm_modules::{CredentialCleanup, Event, Payload};
@@ -19,9 +20,10 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
+/// The receiver's limits (DECISIONS H4).
 const LIMITS: JsonLimits = JsonLimits {
-    max_depth: 50,
-    max_string_chars: 1_048_576,
+    max_depth: MAX_DEPTH,
+    max_string_chars: MAX_STRING_CHARS,
 };
 
 /// Cleanup off: every valid body is kept as text, whatever its keys.

@@ -6,12 +6,9 @@
 
 use std::collections::HashMap;
 
-use cwm_config::subst::{SubstError, substitute, substitute_str};
+use cwm_config::subst::{MAX_VALUE_CHARS, SubstError, substitute, substitute_str};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-
-/// Longest resolved value (`subst::MAX_VALUE_CHARS`).
-const MAX_VALUE_CHARS: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     let (text, env_lines) = match data.iter().position(|&b| b == 0) {
@@ -33,12 +30,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(result.as_deref(), Ok(text));
     }
     match &result {
-        Ok(out) => {
-            // Without `{` nothing can be a placeholder, so nothing is left to resolve.
-            if !text.contains('{') {
-                assert_eq!(out, text);
-            }
-        }
+        Ok(_) => {}
         Err(SubstError::Unset(name)) => {
             // Only a variable that is really unset, named in the text, is reported.
             assert!(!vars.contains_key(name.as_str()), "{name:?} is set");

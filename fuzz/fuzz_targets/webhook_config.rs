@@ -1,7 +1,8 @@
 //! One configuration entry, as a file or an etcd value delivers it: any bytes parsed as JSON, then
 //! typed (`WebhookConfig::from_value`), validated and compiled into a sink by the real registry
 //! (`cwm_config::compile_webhook` with `cwm_modules::Registry`), and as a connection
-//! (`parse_connection`). Nothing here may panic, whatever the bytes.
+//! (`parse_connection`). The etcd route, straight from the text (`WebhookConfig::from_json`,
+//! `compile_webhook_json`), must agree with it. Nothing here may panic, whatever the bytes.
 //!
 //! Input: the first line is the webhook id (or connection name), the rest the JSON document.
 #![no_main]
@@ -9,7 +10,7 @@
 use std::sync::OnceLock;
 
 use cwm_config::names::validate_webhook_id;
-use cwm_config::{WebhookConfig, compile_webhook, parse_connection};
+use cwm_config::{WebhookConfig, compile_webhook, compile_webhook_json, parse_connection};
 use cwm_modules::{CredentialCleanup, ModuleContext, Registry};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -45,11 +46,18 @@ fuzz_target!(|data: &[u8]| {
         ),
         None => ("hook".to_owned(), data),
     };
+    // etcd values are read straight from their text (`from_json`, `compile_webhook_json`); that
+    // route must give what parsing the text first and then reading the `Value` gives.
+    let from_text = WebhookConfig::from_json(doc, &env);
+    let compiled_from_text = compile_webhook_json(registry(), &env, &id, doc).map(|_| ());
     let Ok(value) = serde_json::from_slice::<Value>(doc) else {
+        assert!(from_text.is_err(), "text read that serde_json refuses");
+        assert!(compiled_from_text.is_err());
         return;
     };
 
     let typed = WebhookConfig::from_value(value.clone(), &env);
+    assert_eq!(from_text, typed, "from_json and from_value disagree");
     if let Ok(cfg) = &typed {
         if let Some(p) = cfg.retry_policy() {
             assert!((1..=20).contains(&p.max_attempts));
@@ -71,6 +79,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let compiled = compile_webhook(registry(), &env, &id, value.clone());
+    assert_eq!(
+        compiled.as_ref().map(|_| ()).map_err(Clone::clone),
+        compiled_from_text,
+        "compile_webhook_json and compile_webhook disagree"
+    );
     if compiled.is_ok() {
         assert!(typed.is_ok(), "compiled a webhook that does not parse");
         assert_eq!(validate_webhook_id(&id), Ok(()));
