@@ -95,12 +95,9 @@ fn log_sink_writes_the_event_to_stdout() {
             " { \"marker\" : \"m-2\" , \"f\": 1.50, \"e\": \"caf\\u00e9\\n\" } ".to_owned(),
             json!({"marker":"m-2","f":1.5,"e":"café[NL]"}),
         ),
-        (
-            json!({"marker": "m-3", "deep": deep}).to_string(),
-            Value::Null,
-        ),
     ];
-    for (body, _) in &bodies {
+    let deep_body = json!({"marker": "m-3", "deep": deep}).to_string();
+    for body in bodies.iter().map(|(b, _)| b).chain([&deep_body]) {
         assert_eq!(rx.post("/webhook/logged", body).status, 200, "{body}");
     }
     let payload = |marker: &str| -> Value {
@@ -111,8 +108,8 @@ fn log_sink_writes_the_event_to_stdout() {
     assert!(eventually(Duration::from_secs(5), || rx
         .stdout()
         .contains("m-3")));
-    for (i, (_, want)) in bodies.iter().enumerate().take(2) {
-        assert_eq!(&payload(&format!("m-{}", i + 1)), want);
+    for (_, want) in &bodies {
+        assert_eq!(&payload(want["marker"].as_str().unwrap()), want);
     }
     let mut at = &payload("m-3")["deep"];
     for _ in 0..9 {
