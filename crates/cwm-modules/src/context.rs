@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::http::HttpClient;
 use crate::log::LogWriter;
@@ -14,6 +15,8 @@ use crate::log::LogWriter;
 pub struct ModuleContext {
     /// Default jail root of `save_to_disk` (the working directory).
     pub base_dir: PathBuf,
+    /// Byte budget of the `log` sink's queue, read when the writer starts (first `log` load).
+    log_queue_max_bytes: usize,
     shared: Arc<Shared>,
 }
 
@@ -24,18 +27,34 @@ struct Shared {
 }
 
 impl ModuleContext {
+    /// Default of [`with_log_queue_max_bytes`](Self::with_log_queue_max_bytes): 64 MiB.
+    pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = crate::log::DEFAULT_QUEUE_BYTES;
+
     pub fn new() -> Self {
         Self {
             base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            log_queue_max_bytes: Self::DEFAULT_LOG_QUEUE_MAX_BYTES,
             shared: Arc::default(),
         }
     }
 
-    /// Flush what sinks buffer in the process (queued `log` lines). Call once at exit, after the
-    /// last delivery; sinks stay usable afterwards.
-    pub async fn shutdown(&self) {
-        if let Some(Ok(writer)) = self.shared.log.get() {
-            writer.flush().await;
+    /// At most `bytes` of `log` lines wait for stdout; beyond that `deliver` fails at once with a
+    /// retryable error (the sender gets 503). A single line larger than the budget is still
+    /// taken when the queue is empty. Set it before the context builds its first sink.
+    #[must_use]
+    pub fn with_log_queue_max_bytes(mut self, bytes: usize) -> Self {
+        self.log_queue_max_bytes = bytes;
+        self
+    }
+
+    /// Flush what sinks buffer in the process (queued `log` lines), waiting at most `timeout`.
+    /// Returns true once everything is written, false when the time ran out first (stdout is
+    /// blocked: the lines still queued are given up). Call once at exit, after the last
+    /// delivery; sinks stay usable afterwards.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        match self.shared.log.get() {
+            Some(Ok(writer)) => writer.flush(timeout).await,
+            _ => true,
         }
     }
 
@@ -44,7 +63,8 @@ impl ModuleContext {
         self.shared
             .log
             .get_or_init(|| {
-                LogWriter::stdout().map_err(|e| format!("cannot start the log writer: {e}"))
+                LogWriter::stdout(self.log_queue_max_bytes)
+                    .map_err(|e| format!("cannot start the log writer: {e}"))
             })
             .clone()
     }
@@ -60,11 +80,28 @@ impl ModuleContext {
     /// A context whose `log` sinks write to `target` instead of stdout.
     #[cfg(test)]
     pub(crate) fn with_log_target(target: Box<dyn std::io::Write + Send>) -> Self {
-        let ctx = Self::new();
+        Self::with_log_target_and_budget(target, Self::DEFAULT_LOG_QUEUE_MAX_BYTES)
+    }
+
+    /// A context whose `log` sinks write to `target`, queueing at most `max_bytes`.
+    #[cfg(test)]
+    pub(crate) fn with_log_target_and_budget(
+        target: Box<dyn std::io::Write + Send>,
+        max_bytes: usize,
+    ) -> Self {
+        let ctx = Self::new().with_log_queue_max_bytes(max_bytes);
         let _ = ctx
             .shared
             .log
-            .set(LogWriter::spawn(target).map_err(|e| e.to_string()));
+            .set(LogWriter::spawn(target, max_bytes).map_err(|e| e.to_string()));
+        ctx
+    }
+
+    /// A context whose HTTP client resolves names with `lookup` instead of the system resolver.
+    #[cfg(test)]
+    pub(crate) fn with_http_lookup(lookup: Arc<dyn crate::http::Lookup>) -> Self {
+        let ctx = Self::new();
+        let _ = ctx.shared.http.set(crate::http::build_client_with(lookup));
         ctx
     }
 }

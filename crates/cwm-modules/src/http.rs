@@ -19,13 +19,31 @@
 //! `content-type` wins. Redirects are not followed: a 3xx is a rejection.
 //!
 //! Outcomes: 2xx is `Ok`; 5xx, 429 and connection failures are [`SinkError::Unavailable`];
-//! the timeout is [`SinkError::Timeout`]; any other status is [`SinkError::Rejected`].
+//! the timeout is [`SinkError::Timeout`]; any other status is [`SinkError::Rejected`]; a
+//! destination address the connect-time check refuses is [`SinkError::Config`].
 //!
 //! One client serves the whole process ([`ModuleContext`]): connection pooling, HTTP/1.1 and
 //! HTTP/2 (ALPN), TLS by rustls with the `ring` provider and the Mozilla roots (webpki-roots).
+//!
+//! Connect-time address check (beyond upstream, which had no DNS check): the load-time rules
+//! judge the URL's host as written, so a name could still resolve to a cloud metadata endpoint,
+//! or resolve to a public address at load and to the metadata address later (DNS rebinding).
+//! The client therefore resolves every new connection's host itself ([`GuardedResolver`], tokio's
+//! `lookup_host`, which runs `getaddrinfo` off the runtime) and drops each address that is a
+//! cloud metadata address (`is_metadata_host`: 169.254.169.254, fd00:ec2::254, 100.100.100.200,
+//! 192.0.0.192), link-local (169.254.0.0/16, fe80::/10) or multicast, also when written as
+//! IPv4-mapped, 6to4 or NAT64 IPv6; only the remaining addresses are connected to, and a host
+//! left with none is refused. An IP literal (allowed by `allowed_hosts`) is judged the same way
+//! before connecting ([`GuardedConnector`]). Loopback and private addresses stay allowed
+//! (DECISIONS C12): reaching them is the load-time rules' business. Pooled connections were
+//! checked when they were opened.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,7 +57,8 @@ use hyper::body::Body as _;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 
 use cwm_config::WebhookConfig;
@@ -50,7 +69,7 @@ use crate::opts;
 use crate::sink::{Event, Payload, Sink, SinkError};
 
 /// The process-wide client type.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 
 const MAX_URL_LEN: usize = 8192;
 const MAX_HEADER_NAME: usize = 200;
@@ -94,6 +113,11 @@ const LOCALHOST_NAMES: &[&str] = &[
 
 /// Build the shared client. Called once per process, on the first `http_webhook` load.
 pub(crate) fn build_client() -> Result<HttpClient, String> {
+    build_client_with(Arc::new(SystemLookup))
+}
+
+/// The shared client, resolving names with `lookup` (tests inject a table).
+pub(crate) fn build_client_with(lookup: Arc<dyn Lookup>) -> Result<HttpClient, String> {
     // An explicit provider: never depends on which rustls backends other crates switch on.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -102,9 +126,10 @@ pub(crate) fn build_client() -> Result<HttpClient, String> {
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver { lookup });
     http.enforce_http(false);
     http.set_nodelay(true);
+    let http = GuardedConnector { inner: http };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -115,6 +140,155 @@ pub(crate) fn build_client() -> Result<HttpClient, String> {
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
         .build(https))
+}
+
+/// Why the client did not connect, as its resolver and connector report it. Found again in the
+/// client's error chain by [`refused_in`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectGuardError {
+    /// Every address of the host is one the connect-time check refuses. Names no address, so
+    /// messages never tell more about the network than the URL already does.
+    #[error("the host resolves only to cloud metadata, link-local or multicast addresses")]
+    Refused,
+    /// The name did not resolve.
+    #[error("name resolution failed: {0}")]
+    Lookup(#[source] io::Error),
+}
+
+/// A boxed, sendable future (resolver and connector futures).
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How host names become addresses. The ports of the answer are ignored.
+pub(crate) trait Lookup: Send + Sync {
+    fn lookup(&self, host: String) -> BoxFuture<io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system resolver through tokio (`getaddrinfo` on the blocking pool, never on a worker).
+struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: String) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, 0)).await?.collect()) })
+    }
+}
+
+/// The client's resolver: resolves with [`Lookup`] and keeps only the addresses
+/// [`connect_refused`] allows. It runs for every new connection, so a host that changes its
+/// answer (DNS rebinding) is judged again each time.
+#[derive(Clone)]
+pub(crate) struct GuardedResolver {
+    lookup: Arc<dyn Lookup>,
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ConnectGuardError;
+    type Future = BoxFuture<Result<Self::Response, ConnectGuardError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectGuardError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.lookup.lookup(name.as_str().to_owned());
+        Box::pin(async move {
+            let mut addrs = lookup.await.map_err(ConnectGuardError::Lookup)?;
+            if addrs.is_empty() {
+                return Err(ConnectGuardError::Lookup(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no addresses",
+                )));
+            }
+            addrs.retain(|a| !connect_refused(a.ip()));
+            if addrs.is_empty() {
+                return Err(ConnectGuardError::Refused);
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// The client's TCP connector: `HttpConnector` with the [`GuardedResolver`], plus the same check
+/// for an IP-literal host, which `HttpConnector` connects to without asking the resolver.
+#[derive(Clone)]
+pub(crate) struct GuardedConnector {
+    inner: HttpConnector<GuardedResolver>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let literal = dst
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        if literal.is_some_and(connect_refused) {
+            return Box::pin(std::future::ready(Err(ConnectGuardError::Refused.into())));
+        }
+        let connecting = self.inner.call(dst);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
+}
+
+/// Whether the client refuses to connect to `ip`: a cloud metadata address (by the same list as
+/// connection hosts), link-local or multicast, also inside IPv4-mapped, IPv4-compatible, 6to4
+/// and NAT64 (64:ff9b::/96) IPv6 addresses. Loopback and private addresses are allowed (C12).
+fn connect_refused(ip: IpAddr) -> bool {
+    let refused = |ip: IpAddr| {
+        is_metadata_host(&ip.to_string())
+            || ip.is_multicast()
+            || match ip {
+                IpAddr::V4(v4) => v4.is_link_local(),
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+            }
+    };
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => refused(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => {
+            refused(IpAddr::V6(v6)) || embedded_v4(v6).is_some_and(|v4| refused(v4.into()))
+        }
+    }
+}
+
+/// The IPv4 address an IPv6 address carries to an IPv4 host: IPv4-compatible (`::a.b.c.d`, not
+/// `::` or `::1`), 6to4 (`2002:AABB:CCDD::/48`) or NAT64 (`64:ff9b::a.b.c.d`).
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if s[..6] == [0; 6] && u32::from(tail) > 1 {
+        Some(tail)
+    } else if s[0] == 0x2002 {
+        Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(tail)
+    } else {
+        None
+    }
+}
+
+/// Whether the connect-time check refused the connection somewhere in `e`'s causes.
+fn refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if matches!(
+            c.downcast_ref::<ConnectGuardError>(),
+            Some(ConnectGuardError::Refused)
+        ) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 pub fn factory(config: &WebhookConfig, ctx: &ModuleContext) -> Result<Arc<dyn Sink>, String> {
@@ -278,6 +452,14 @@ impl Sink for HttpSink {
 impl HttpSink {
     async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(), SinkError> {
         let resp = self.client.request(req).await.map_err(|e| {
+            if refused_in(&e) {
+                // Not retryable: the next resolution will most likely say the same.
+                return SinkError::Config(format!(
+                    "{}: refused to connect: {}",
+                    self.target.label,
+                    ConnectGuardError::Refused
+                ));
+            }
             SinkError::Unavailable(format!(
                 "{}: {}",
                 self.target.label,
@@ -1067,6 +1249,220 @@ mod tests {
         assert!(t.basic_auth.is_some());
         let t = Target::parse("http://example.com?q", None).unwrap();
         assert_eq!(t.uri.to_string(), "http://example.com/?q");
+    }
+
+    /// Names resolve from a table; each answer list is used in turn (the last one repeats), so a
+    /// name can change its answer between resolutions as a rebinding attacker's would.
+    struct Table(std::sync::Mutex<std::collections::HashMap<String, Vec<Vec<IpAddr>>>>);
+
+    impl Table {
+        fn new(entries: &[(&str, &[&[&str]])]) -> Arc<Self> {
+            let map = entries
+                .iter()
+                .map(|(name, answers)| {
+                    let answers = answers
+                        .iter()
+                        .map(|a| a.iter().map(|ip| ip.parse().unwrap()).collect())
+                        .collect();
+                    ((*name).to_owned(), answers)
+                })
+                .collect();
+            Arc::new(Self(std::sync::Mutex::new(map)))
+        }
+    }
+
+    impl Lookup for Table {
+        fn lookup(&self, host: String) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+            let mut map = self.0.lock().unwrap();
+            let answer = match map.get_mut(&host) {
+                Some(answers) if answers.len() > 1 => Ok(answers.remove(0)),
+                Some(answers) => Ok(answers[0].clone()),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "unknown name")),
+            };
+            let answer = answer.map(|ips| ips.into_iter().map(|ip| (ip, 0).into()).collect());
+            Box::pin(std::future::ready(answer))
+        }
+    }
+
+    async fn resolve(
+        r: &mut GuardedResolver,
+        name: &str,
+    ) -> Result<Vec<IpAddr>, ConnectGuardError> {
+        use tower_service::Service as _;
+        let addrs = r.call(name.parse::<Name>().unwrap()).await?;
+        Ok(addrs.map(|a| a.ip()).collect())
+    }
+
+    #[test]
+    fn connect_time_address_rules() {
+        let refused = [
+            "169.254.169.254",
+            "169.254.0.1",
+            "169.254.255.255",
+            "100.100.100.200",
+            "192.0.0.192",
+            "fd00:ec2::254",
+            "fe80::1",
+            "febf::1",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::ffff:100.100.100.200",
+        ];
+        for ip in refused {
+            assert!(
+                connect_refused(ip.parse().unwrap()),
+                "{ip} should be refused"
+            );
+        }
+        let allowed = [
+            "127.0.0.1",
+            "127.0.0.53",
+            "::1",
+            "::",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.10",
+            "100.64.0.1",
+            "100.100.100.201",
+            "169.253.255.255",
+            "169.255.0.1",
+            "fd00::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "2002:0808:0808::1",
+        ];
+        for ip in allowed {
+            assert!(
+                !connect_refused(ip.parse().unwrap()),
+                "{ip} should be allowed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn resolver_drops_refused_addresses() {
+        let table = Table::new(&[
+            ("meta.test", &[&["169.254.169.254"]]),
+            ("meta6.test", &[&["fd00:ec2::254", "fe80::1"]]),
+            ("local.test", &[&["127.0.0.1", "::1"]]),
+            ("private.test", &[&["10.1.2.3"]]),
+            ("mixed.test", &[&["169.254.169.254", "192.168.0.7"]]),
+            ("empty.test", &[&[]]),
+            // Public at first, the metadata address at the next resolution.
+            ("rebind.test", &[&["93.184.216.34"], &["169.254.169.254"]]),
+        ]);
+        let mut r = GuardedResolver { lookup: table };
+        for name in ["meta.test", "meta6.test"] {
+            let got = resolve(&mut r, name).await;
+            assert!(
+                matches!(got, Err(ConnectGuardError::Refused)),
+                "{name}: {got:?}"
+            );
+        }
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            resolve(&mut r, "local.test").await.unwrap(),
+            [ip("127.0.0.1"), ip("::1")]
+        );
+        assert_eq!(
+            resolve(&mut r, "private.test").await.unwrap(),
+            [ip("10.1.2.3")]
+        );
+        assert_eq!(
+            resolve(&mut r, "mixed.test").await.unwrap(),
+            [ip("192.168.0.7")]
+        );
+        for name in ["empty.test", "unknown.test"] {
+            let got = resolve(&mut r, name).await;
+            assert!(
+                matches!(got, Err(ConnectGuardError::Lookup(_))),
+                "{name}: {got:?}"
+            );
+        }
+        assert_eq!(
+            resolve(&mut r, "rebind.test").await.unwrap(),
+            [ip("93.184.216.34")]
+        );
+        let got = resolve(&mut r, "rebind.test").await;
+        assert!(matches!(got, Err(ConnectGuardError::Refused)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn client_refuses_metadata_addresses_and_reaches_loopback() {
+        let (addr, mut rx) = server(200, Duration::ZERO).await;
+        let port = addr.port();
+        let ctx = ModuleContext::with_http_lookup(Table::new(&[
+            ("hooks.test", &[&["127.0.0.1"]]),
+            ("evil.test", &[&["169.254.169.254"]]),
+            ("evil6.test", &[&["::ffff:169.254.169.254"]]),
+        ]));
+        let sink = |mc: Value| factory(&config(mc), &ctx).unwrap();
+
+        // A name the load-time rules accept, resolving to loopback: delivered (C12).
+        let s = sink(json!({"url": format!("http://hooks.test:{port}/in")}));
+        s.deliver(&event(Payload::Json(json!({"a": 1}).into()), &[]))
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap().path, "/in");
+
+        // Names resolving to a metadata address, and the address itself through
+        // `allowed_hosts`: refused before any connection, not retryable, no address named.
+        // (A broken check would reach 169.254.169.254 on the test server's port: an error of
+        // another kind, not a request to a real metadata service.)
+        for (url, hosts) in [
+            (format!("http://evil.test:{port}/x?token=abcdef"), None),
+            (format!("https://evil6.test:{port}/"), None),
+            (
+                format!("http://169.254.169.254:{port}/latest/meta-data"),
+                Some(json!(["169.254.169.254"])),
+            ),
+        ] {
+            let mut mc = json!({"url": url, "timeout": 5});
+            if let Some(hosts) = hosts {
+                mc["allowed_hosts"] = hosts;
+            }
+            let err = sink(mc)
+                .deliver(&event(Payload::Json(json!({}).into()), &[]))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SinkError::Config(_)), "{url}: {err:?}");
+            assert!(!err.retryable());
+            let text = err.to_string();
+            assert!(text.contains("refused to connect"), "{text}");
+            assert!(text.contains("metadata"), "{text}");
+            for hidden in ["abcdef", "/x", "/latest"] {
+                assert!(!text.contains(hidden), "{text}");
+            }
+            if !url.contains("//169.254") {
+                assert!(!text.contains("169.254"), "{text}");
+            }
+        }
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn localhost_name_still_delivers() {
+        // The real client and the system resolver: `localhost` resolves to loopback, which the
+        // connect-time check allows (the load-time rules need `allowed_hosts` for it).
+        let (addr, mut rx) = server(200, Duration::ZERO).await;
+        let s = sink(json!({
+            "url": format!("http://localhost:{}/local", addr.port()),
+            "allowed_hosts": ["localhost"],
+            "timeout": 30
+        }));
+        s.deliver(&event(Payload::Json(json!({"via": "name"}).into()), &[]))
+            .await
+            .unwrap();
+        let seen = rx.recv().await.unwrap();
+        assert_eq!(seen.path, "/local");
+        assert_eq!(seen.headers["host"], format!("localhost:{}", addr.port()));
     }
 
     #[test]

@@ -27,8 +27,11 @@
 //! document keeps only the last).
 //!
 //! Writes never block the runtime: `deliver` formats the line and queues it on a bounded channel
-//! to the process's single writer thread ([`LogWriter`]); `Ok` means queued. A full queue makes
-//! `deliver` wait (backpressure) instead of dropping lines.
+//! to the process's single writer thread ([`LogWriter`]); `Ok` means queued. The queue is bounded
+//! in lines and in bytes (`LOG_QUEUE_MAX_BYTES`, the lines' allocations until they are written):
+//! when stdout does not keep up (a blocked pipe) and the queue is full, `deliver` fails at once
+//! with a retryable [`SinkError::Unavailable`], so the sender gets 503 and retries; no line is
+//! dropped silently and memory stays bounded.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -128,11 +131,12 @@ impl Sink for LogSink {
         self.format.render(event, &mut line);
         self.size_hint
             .store(line.len().min(64 * 1024), Ordering::Relaxed);
-        self.writer.send(line).await
+        self.writer.send(line)
     }
 
     async fn shutdown(&self) {
-        self.writer.flush().await;
+        // The process-wide flush with a deadline is `ModuleContext::shutdown`.
+        self.writer.flush(Duration::MAX).await;
     }
 }
 
@@ -703,8 +707,10 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Queue depth of the writer: enough to absorb bursts, small enough to bound memory.
+/// Queue depth of the writer in lines: enough to absorb bursts (the byte budget bounds memory).
 const QUEUE_LINES: usize = 16 * 1024;
+/// Default byte budget of the queue (`ModuleContext::DEFAULT_LOG_QUEUE_MAX_BYTES`).
+pub(crate) const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Write out at least this often while draining a long queue.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// After writing a batch the thread waits this long before looking at the queue again, so under
@@ -718,47 +724,79 @@ const COALESCE: Duration = Duration::from_micros(500);
 #[derive(Clone)]
 pub(crate) struct LogWriter {
     tx: mpsc::Sender<Msg>,
+    budget: Arc<Budget>,
 }
+
+/// Bytes queued and not yet written: added by `send`, subtracted by the writer once written.
+struct Budget {
+    queued: AtomicUsize,
+    max: usize,
+}
+
+const QUEUE_FULL: &str = "log queue full: stdout is not keeping up";
 
 impl LogWriter {
-    /// The writer for the real stdout.
-    pub(crate) fn stdout() -> io::Result<Self> {
-        Self::spawn(Box::new(StdoutTarget))
+    /// The writer for the real stdout, queueing at most `max_bytes`.
+    pub(crate) fn stdout(max_bytes: usize) -> io::Result<Self> {
+        Self::spawn(Box::new(StdoutTarget), max_bytes)
     }
 
-    pub(crate) fn spawn(target: Box<dyn Write + Send>) -> io::Result<Self> {
+    pub(crate) fn spawn(target: Box<dyn Write + Send>, max_bytes: usize) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        let budget = Arc::new(Budget {
+            queued: AtomicUsize::new(0),
+            max: max_bytes,
+        });
+        let shared = budget.clone();
         std::thread::Builder::new()
             .name("cwm-log-writer".into())
-            .spawn(move || write_loop(rx, target))?;
-        Ok(Self { tx })
+            .spawn(move || write_loop(rx, target, &shared))?;
+        Ok(Self { tx, budget })
     }
 
-    async fn send(&self, line: Vec<u8>) -> Result<(), SinkError> {
-        self.tx
-            .send(Msg::Line(line))
-            .await
-            .map_err(|_| SinkError::Unavailable("log writer stopped".into()))
-    }
-
-    /// Wait until everything queued so far is on stdout.
-    pub(crate) async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+    /// Queue `line`, or fail at once when the queue is full in lines or bytes. A line larger
+    /// than the whole budget is still taken when nothing else is queued.
+    fn send(&self, line: Vec<u8>) -> Result<(), SinkError> {
+        let size = line.capacity();
+        let before = self.budget.queued.fetch_add(size, Ordering::Relaxed);
+        if before != 0 && before.saturating_add(size) > self.budget.max {
+            self.budget.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(SinkError::Unavailable(QUEUE_FULL.into()));
         }
+        self.tx.try_send(Msg::Line(line)).map_err(|e| {
+            self.budget.queued.fetch_sub(size, Ordering::Relaxed);
+            SinkError::Unavailable(match e {
+                mpsc::error::TrySendError::Full(_) => QUEUE_FULL.into(),
+                mpsc::error::TrySendError::Closed(_) => "log writer stopped".into(),
+            })
+        })
+    }
+
+    /// Wait until everything queued so far is on stdout, at most `timeout`. True if it is; false
+    /// when the time ran out first (the writer is blocked on its output) or the writer stopped.
+    pub(crate) async fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        let flushed = async { self.tx.send(Msg::Flush(done)).await.is_ok() && wait.await.is_ok() };
+        tokio::time::timeout(timeout, flushed)
+            .await
+            .unwrap_or(false)
     }
 }
 
-fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Box<dyn Write + Send>) {
+fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Box<dyn Write + Send>, budget: &Budget) {
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
     let mut reported = false;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
+        // Budget bytes of the lines in `batch`, given back once they are written.
+        let mut taken = 0;
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Line(line) => batch.extend_from_slice(&line),
+                Msg::Line(line) => {
+                    batch.extend_from_slice(&line);
+                    taken += line.capacity();
+                }
                 Msg::Flush(w) => waiters.push(w),
             }
             if batch.len() < MAX_BATCH_BYTES {
@@ -778,6 +816,7 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Box<dyn Write + Send>) {
                 batch.shrink_to(64 * 1024);
             }
         }
+        budget.queued.fetch_sub(taken, Ordering::Relaxed);
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
@@ -1134,6 +1173,106 @@ mod tests {
             .collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..200).collect::<Vec<_>>());
-        ctx.shutdown().await;
+        assert!(ctx.shutdown(Duration::from_secs(60)).await);
+    }
+
+    /// An output nobody reads: every write waits until the gate opens.
+    #[derive(Clone, Default)]
+    struct Gated {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        out: Capture,
+    }
+
+    impl Gated {
+        fn open(&self) {
+            *self.open.0.lock().unwrap() = true;
+            self.open.1.notify_all();
+        }
+
+        fn ids(&self) -> Vec<i64> {
+            let text = String::from_utf8(self.out.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["payload"]["i"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect()
+        }
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            drop(open);
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn numbered(i: i64) -> Event {
+        event(
+            Payload::Json(json!({ "i": i, "pad": "x".repeat(200) }).into()),
+            &[],
+        )
+    }
+
+    #[tokio::test]
+    async fn full_byte_budget_fails_fast_then_drains() {
+        let out = Gated::default();
+        let ctx = ModuleContext::with_log_target_and_budget(Box::new(out.clone()), 4096);
+        let cfg = WebhookConfig::from_value(json!({"module":"log"}), &|_: &str| None).unwrap();
+        let sink = factory(&cfg, &ctx).unwrap();
+        let mut accepted = Vec::new();
+        let mut refused = None;
+        for i in 0..1000 {
+            match sink.deliver(&numbered(i)).await {
+                Ok(()) => accepted.push(i),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = refused.expect("a blocked output fills a 4 KiB budget");
+        assert_eq!(err, SinkError::Unavailable(QUEUE_FULL.into()));
+        assert!(err.retryable());
+        // ~300-byte lines: the budget, not the line count, stopped the queue.
+        assert!((1..=20).contains(&accepted.len()), "{}", accepted.len());
+        // Still full while the output is blocked: nothing was written or given back.
+        assert!(sink.deliver(&numbered(-1)).await.is_err());
+        assert!(out.ids().is_empty());
+
+        out.open();
+        assert!(ctx.shutdown(Duration::from_secs(60)).await);
+        assert_eq!(out.ids(), accepted);
+        sink.deliver(&numbered(5000)).await.unwrap();
+        assert!(ctx.shutdown(Duration::from_secs(60)).await);
+        assert_eq!(out.ids().last(), Some(&5000));
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_when_stdout_is_blocked() {
+        // No log sink was ever built: nothing to flush.
+        assert!(ModuleContext::new().shutdown(Duration::ZERO).await);
+
+        let out = Gated::default();
+        let ctx = ModuleContext::with_log_target(Box::new(out.clone()));
+        let cfg = WebhookConfig::from_value(json!({"module":"log"}), &|_: &str| None).unwrap();
+        let sink = factory(&cfg, &ctx).unwrap();
+        for i in 0..3 {
+            sink.deliver(&numbered(i)).await.unwrap();
+        }
+        assert!(!ctx.shutdown(Duration::from_millis(50)).await);
+        assert!(out.ids().is_empty());
+        out.open();
+        assert!(ctx.shutdown(Duration::from_secs(60)).await);
+        assert_eq!(out.ids(), vec![0, 1, 2]);
     }
 }
