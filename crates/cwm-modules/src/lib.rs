@@ -16,6 +16,7 @@ mod opts;
 pub mod payload;
 pub mod registry;
 pub mod sink;
+pub mod unenforced;
 mod words;
 
 pub use cleanup::CredentialCleanup;
@@ -23,3 +24,4 @@ pub use context::ModuleContext;
 pub use payload::JsonPayload;
 pub use registry::{CompiledWebhook, Registry, SinkFactory};
 pub use sink::{Event, Payload, Sink, SinkError};
+pub use unenforced::{UNENFORCED_VALIDATORS, Unenforced};

@@ -116,6 +116,7 @@ impl Compiler for Registry {
         if config.chain().is_some() {
             return Err("'chain' is not supported by this version of cwm".into());
         }
+        crate::unenforced::reject_unenforced(&config)?;
         let cleanup = CredentialCleanup::from_config(&config)?;
         let sink = self.build(&config)?;
         let retry = config.retry_policy();
@@ -167,6 +168,14 @@ mod tests {
                 "credential_cleanup",
             ),
             (r#"{"module":"log""#, "invalid JSON"),
+            (
+                r#"{"module":"log","hmac":{"secret":"s"}}"#,
+                "'hmac' is not enforced by this version of cwm",
+            ),
+            (
+                r#"{"module":"save_to_disk","ip_whitelist":[]}"#,
+                "'ip_whitelist' is not enforced",
+            ),
         ] {
             let e = compile(doc).err().unwrap_or_default();
             assert!(e.contains(why), "{doc}: {e}");
