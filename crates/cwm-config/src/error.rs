@@ -15,6 +15,9 @@ pub enum ConfigError {
     Json { path: PathBuf, message: String },
     #[error("{path} must hold a JSON object of {{name: config}}")]
     NotAnObject { path: PathBuf },
+    /// A configuration file that was loaded before is gone; its previous entries keep serving.
+    #[error("{path} was deleted; the previous configuration is kept until the file is back")]
+    Deleted { path: PathBuf },
     #[error("invalid setting: {0}")]
     Setting(String),
     #[error("etcd: {0}")]

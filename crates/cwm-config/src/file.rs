@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use arc_swap::Guard;
 use async_trait::async_trait;
-use notify::RecursiveMode;
-use notify_debouncer_mini::{Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
@@ -26,8 +26,13 @@ pub const FILE_NAMESPACE: &str = "default";
 /// What was last loaded from one file, to diff reloads and skip no-op file events.
 #[derive(Default)]
 struct Source {
+    /// Hash of the content in service; `None` while the file has never existed (no entries).
     hash: Option<u64>,
     raw: Map<String, Value>,
+    /// Hash of the content last read, loaded or refused (`None`: the file did not exist). The
+    /// watcher skips a file whose content is still this, so a refused file is reported once per
+    /// change, not once per unrelated event in its directory.
+    seen: Option<u64>,
 }
 
 #[derive(Default)]
@@ -51,7 +56,7 @@ pub struct FileProvider<C: Compiler> {
     store: Store<C::Webhook>,
     loaded: tokio::sync::Mutex<Loaded>,
     info: Mutex<Info>,
-    watcher: Mutex<Option<Debouncer<notify::RecommendedWatcher>>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 enum Kind {
@@ -90,19 +95,19 @@ impl<C: Compiler> FileProvider<C> {
         Ok(report)
     }
 
-    /// Reload automatically when either file changes, after `debounce` of quiet. Watches the
-    /// parent directories, so atomic renames and symlink swaps are seen; unchanged content is
-    /// not reloaded.
+    /// Reload automatically when either file changes: `debounce` after the first change, every
+    /// change seen meanwhile is taken as one. Watches the parent directories, so atomic renames
+    /// and symlink swaps are seen; unchanged content is not reloaded.
+    ///
+    /// Opening and reading a file are not changes: the watcher would otherwise see the provider's
+    /// own reads and wake it again after every reload, forever.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<(), ConfigError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut debouncer = new_debouncer(
-            debounce,
-            move |res: notify_debouncer_mini::DebounceEventResult| {
-                if res.is_ok() {
-                    let _ = tx.send(());
-                }
-            },
-        )
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok_and(|event| may_change_content(&event.kind)) {
+                let _ = tx.send(());
+            }
+        })
         .map_err(|e| ConfigError::Watch(e.to_string()))?;
         let mut dirs: Vec<PathBuf> = [&self.webhooks_path, &self.connections_path]
             .iter()
@@ -110,15 +115,16 @@ impl<C: Compiler> FileProvider<C> {
             .collect();
         dirs.dedup();
         for dir in &dirs {
-            debouncer
-                .watcher()
+            watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|e| ConfigError::Watch(format!("{}: {e}", dir.display())))?;
         }
-        *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(debouncer);
+        *self.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
+                tokio::time::sleep(debounce).await;
+                while rx.try_recv().is_ok() {}
                 let Some(this) = this.upgrade() else { break };
                 this.reload_changed().await;
             }
@@ -142,7 +148,7 @@ impl<C: Compiler> FileProvider<C> {
                 Kind::Connections => (&self.connections_path, &loaded.connections),
             };
             let hash = std::fs::read(path).ok().map(|b| hash_bytes(&b));
-            if hash == source.hash {
+            if hash == source.seen {
                 continue;
             }
             let result = self.load_kind(&kind, &mut loaded);
@@ -150,6 +156,10 @@ impl<C: Compiler> FileProvider<C> {
                 Ok(diff) => {
                     tracing::info!(file = %path.display(), ?diff, "configuration file reloaded");
                     self.note_success();
+                }
+                Err(e @ ConfigError::Deleted { .. }) => {
+                    tracing::warn!(error = %e, "configuration file deleted; previous configuration kept");
+                    self.note_error(&e);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "configuration file rejected; previous configuration kept");
@@ -172,13 +182,21 @@ impl<C: Compiler> FileProvider<C> {
             .last_error = Some(e.to_string());
     }
 
-    /// Read one file. A missing file is an empty map (with a warning, DECISIONS C10).
-    fn read(path: &Path) -> Result<(Option<u64>, Map<String, Value>), ConfigError> {
+    /// Read one file and note its content as seen. A file that does not exist and never did is
+    /// an empty map (with a warning, DECISIONS C10); one that was loaded before and is gone now
+    /// is an error, so its previous entries keep serving until it is back.
+    fn read(path: &Path, source: &mut Source) -> Result<Map<String, Value>, ConfigError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                source.seen = None;
+                if source.hash.is_some() {
+                    return Err(ConfigError::Deleted {
+                        path: path.to_owned(),
+                    });
+                }
                 tracing::warn!(file = %path.display(), "configuration file not found; it holds no entries");
-                return Ok((None, Map::new()));
+                return Ok(Map::new());
             }
             Err(source) => {
                 return Err(ConfigError::Io {
@@ -187,12 +205,13 @@ impl<C: Compiler> FileProvider<C> {
                 });
             }
         };
+        source.seen = Some(hash_bytes(&bytes));
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Json {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
         match value {
-            Value::Object(map) => Ok((Some(hash_bytes(&bytes)), map)),
+            Value::Object(map) => Ok(map),
             _ => Err(ConfigError::NotAnObject {
                 path: path.to_owned(),
             }),
@@ -200,20 +219,18 @@ impl<C: Compiler> FileProvider<C> {
     }
 
     fn load_kind(&self, kind: &Kind, loaded: &mut Loaded) -> Result<Diff, ConfigError> {
-        match kind {
-            Kind::Webhooks => {
-                let (hash, raw) = Self::read(&self.webhooks_path)?;
-                let diff = self.apply_webhooks(&raw, &loaded.webhooks.raw);
-                loaded.webhooks = Source { hash, raw };
-                Ok(diff)
-            }
-            Kind::Connections => {
-                let (hash, raw) = Self::read(&self.connections_path)?;
-                let diff = self.apply_connections(&raw, &loaded.connections.raw);
-                loaded.connections = Source { hash, raw };
-                Ok(diff)
-            }
-        }
+        let (path, source) = match kind {
+            Kind::Webhooks => (&self.webhooks_path, &mut loaded.webhooks),
+            Kind::Connections => (&self.connections_path, &mut loaded.connections),
+        };
+        let raw = Self::read(path, source)?;
+        let diff = match kind {
+            Kind::Webhooks => self.apply_webhooks(&raw, &source.raw),
+            Kind::Connections => self.apply_connections(&raw, &source.raw),
+        };
+        source.hash = source.seen;
+        source.raw = raw;
+        Ok(diff)
     }
 
     fn apply_webhooks(&self, raw: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
@@ -272,6 +289,17 @@ fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// Whether a watcher event may mean that a file's content changed. Opening, reading and closing
+/// a file read-only do not (they are what the provider's own reads cause); closing it after
+/// writing does.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -528,6 +556,130 @@ mod tests {
             Err(ConfigError::NotAnObject { .. })
         ));
         assert!(p.snapshot().webhook(None, "a").is_some());
+    }
+
+    #[tokio::test]
+    async fn deleted_file_keeps_previous_config_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks.json", &json!({"a":{"module":"log"}}));
+        write(
+            dir.path(),
+            "connections.json",
+            &json!({"k":{"type":"kafka"}}),
+        );
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        std::fs::remove_file(dir.path().join("webhooks.json")).unwrap();
+        std::fs::remove_file(dir.path().join("connections.json")).unwrap();
+        let all = ReloadRequest {
+            webhooks: true,
+            connections: true,
+        };
+        assert!(matches!(
+            p.reload(all).await,
+            Err(ConfigError::Deleted { .. })
+        ));
+        let only_connections = ReloadRequest {
+            webhooks: false,
+            connections: true,
+        };
+        assert!(matches!(
+            p.reload(only_connections).await,
+            Err(ConfigError::Deleted { .. })
+        ));
+        assert!(p.snapshot().webhook(None, "a").is_some());
+        assert!(p.snapshot().connection("k").is_some());
+        let err = p.status().last_error.unwrap();
+        assert!(err.contains("connections.json was deleted"), "{err}");
+        write(dir.path(), "webhooks.json", &json!({"b":{"module":"log"}}));
+        let report = p
+            .reload(ReloadRequest {
+                webhooks: true,
+                connections: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.webhooks.unwrap().total, 1);
+        assert!(p.snapshot().webhook(None, "a").is_none());
+        assert!(p.snapshot().webhook(None, "b").is_some());
+        assert_eq!(p.status().last_error, None);
+    }
+
+    #[tokio::test]
+    async fn a_file_missing_from_the_start_stays_empty_without_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        let report = p
+            .reload(ReloadRequest {
+                webhooks: true,
+                connections: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.webhooks.unwrap().total, 0);
+        assert_eq!(p.status().last_error, None);
+    }
+
+    #[tokio::test]
+    async fn watcher_keeps_config_of_a_deleted_file_and_loads_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks.json", &json!({"a":{"module":"log"}}));
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        p.watch(Duration::from_millis(50)).unwrap();
+        std::fs::remove_file(dir.path().join("webhooks.json")).unwrap();
+        wait_for(|| {
+            p.status()
+                .last_error
+                .is_some_and(|e| e.contains("webhooks.json was deleted"))
+        })
+        .await;
+        assert!(p.snapshot().webhook(None, "a").is_some());
+        write(dir.path(), "webhooks.json", &json!({"b":{"module":"log"}}));
+        wait_for(|| p.snapshot().webhook(None, "b").is_some()).await;
+        assert!(p.snapshot().webhook(None, "a").is_none());
+        assert_eq!(p.status().last_error, None);
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn watcher_reloads_good_content_that_follows_a_refused_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = json!({"a":{"module":"log"}});
+        write(dir.path(), "webhooks.json", &good);
+        let p = provider(dir.path());
+        p.load().await.unwrap();
+        p.watch(Duration::from_millis(50)).unwrap();
+        std::fs::write(dir.path().join("webhooks.json"), "{broken").unwrap();
+        wait_for(|| p.status().last_error.is_some()).await;
+        // The exact content that was in service before: the error is cleared.
+        write(dir.path(), "webhooks.json", &good);
+        wait_for(|| p.status().last_error.is_none()).await;
+        assert!(p.snapshot().webhook(None, "a").is_some());
+        p.shutdown().await;
+    }
+
+    #[test]
+    fn opening_and_reading_are_not_changes() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!may_change_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Other,
+        ] {
+            assert!(may_change_content(&kind), "{kind:?}");
+        }
     }
 
     #[tokio::test]
