@@ -79,8 +79,38 @@ impl Receiver {
         rx
     }
 
+    /// Like [`Receiver::start`], with stdout a pipe that nobody reads until the returned handle
+    /// is read or dropped: a blocked stdout, as a stuck log collector makes it.
+    pub fn start_with_stdout_pipe(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> (Self, std::process::ChildStdout) {
+        let dir = tempfile::tempdir().expect("receiver dir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let mut rx = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        rx.spawn_with(env, Stdio::piped());
+        let pipe = rx
+            .child
+            .as_mut()
+            .unwrap()
+            .stdout
+            .take()
+            .expect("stdout pipe");
+        (rx, pipe)
+    }
+
     fn spawn(&mut self, env: &[(&str, &str)]) {
         let stdout = std::fs::File::create(self.dir.path().join("stdout.log")).unwrap();
+        self.spawn_with(env, stdout.into());
+    }
+
+    fn spawn_with(&mut self, env: &[(&str, &str)], stdout: Stdio) {
         let stderr = std::fs::File::create(self.dir.path().join("stderr.log")).unwrap();
         let mut cmd = Command::new(binary("cwm-receiver"));
         cmd.current_dir(self.dir.path())
@@ -120,6 +150,28 @@ impl Receiver {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The process id of the running receiver.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Open file descriptors of the receiver process (Linux).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the receiver process in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Send SIGTERM.

@@ -491,10 +491,12 @@ fn stats_counts_accepted_requests_with_auth_allow_list_and_rate_limit() {
     let s = rx.request("GET", "/stats", &[("authorization", "Bearer st")], None);
     assert_eq!(s.status, 200, "{}", s.body);
     let v = s.json();
-    assert_eq!(v["logged"]["total"], 2);
-    assert_eq!(v["logged"]["minute"], 2);
-    assert_eq!(v["logged"]["day"], 2);
-    assert_eq!(v["ns1/logged"]["total"], 1);
+    // The file backend ignores the route's namespace, so `ns1/logged` is the same webhook: counts
+    // are kept per configured webhook, never per name a client chose.
+    assert_eq!(v["logged"]["total"], 3);
+    assert_eq!(v["logged"]["minute"], 3);
+    assert_eq!(v["logged"]["day"], 3);
+    assert!(v.get("ns1/logged").is_none(), "{v}");
     assert!(v.get("nope").is_none(), "only accepted requests count");
     for _ in 0..2 {
         assert_eq!(
@@ -554,4 +556,197 @@ fn h2c_with_prior_knowledge() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+}
+
+/// Every validator of the Python gateway this version does not enforce yet, with a config that
+/// would have refused a request without credentials there.
+const UNENFORCED: &[(&str, &str)] = &[
+    ("rate_limit", r#"{"max_requests": 0, "window_seconds": 60}"#),
+    ("recaptcha", r#"{"secret_key": "k", "version": "v3"}"#),
+    ("basic_auth", r#"{"username": "u", "password": "p"}"#),
+    ("digest_auth", r#"{"username": "u", "password": "p"}"#),
+    ("jwt", r#"{"secret": "s", "algorithm": "HS256"}"#),
+    ("oauth1", r#"{"consumer_key": "k", "consumer_secret": "s"}"#),
+    ("oauth2", r#"{"jwt_secret": "s"}"#),
+    ("hmac", r#"{"secret": "s", "header": "X-HMAC-Signature"}"#),
+    ("ip_whitelist", r#"["192.0.2.1"]"#),
+    ("json_schema", r#"{"type": "object", "required": ["x"]}"#),
+    ("query_auth", r#"{"api_key": "k"}"#),
+    ("header_auth", r#"{"api_key": "k"}"#),
+];
+
+fn config_status(rx: &Receiver) -> Value {
+    let r = rx.request(
+        "GET",
+        "/admin/config-status",
+        &[("authorization", "Bearer adm1n")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["provider"].clone()
+}
+
+fn rejection(provider: &Value, key: &str) -> Option<Value> {
+    provider["rejected"]
+        .as_array()?
+        .iter()
+        .find(|r| r["key"] == key)
+        .cloned()
+}
+
+#[test]
+fn webhooks_naming_an_unenforced_check_are_rejected_at_load() {
+    let mut hooks = json!({
+        "plain": {"module": "log"},
+        // An explicit null is no check in the Python gateway either.
+        "hmac_null": {"module": "log", "hmac": null},
+        // Except for recaptcha, whose null broke every request there.
+        "recaptcha_null": {"module": "log", "recaptcha": null},
+    });
+    for (key, value) in UNENFORCED {
+        let value: Value = serde_json::from_str(value).unwrap();
+        hooks[format!("with_{key}")] = json!({"module": "log", *key: value});
+        // An empty value counts as present: the webhook asked for the check.
+        hooks[format!("empty_{key}")] = json!({"module": "save_to_disk", *key: {}});
+    }
+    let rx = Receiver::start(
+        &[("webhooks.json", &hooks.to_string())],
+        &[("CONFIG_RELOAD_ADMIN_TOKEN", "adm1n")],
+    );
+    assert_eq!(rx.post("/webhook/plain", "{}").status, 200);
+    assert_eq!(rx.post("/webhook/hmac_null", "{}").status, 200);
+    let provider = config_status(&rx);
+    let reason = |id: &str| {
+        rejection(&provider, &format!("webhooks/{id}"))
+            .unwrap_or_else(|| panic!("{id} not listed: {provider}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (key, _) in UNENFORCED {
+        for id in [format!("with_{key}"), format!("empty_{key}")] {
+            let r = rx.post(&format!("/webhook/{id}"), r#"{"x": 1}"#);
+            assert_eq!(r.status, 404, "{id} must not be served: {}", r.body);
+            assert_eq!(
+                reason(&id),
+                format!(
+                    "'{key}' is not enforced by this version of cwm; \
+                     the webhook is rejected rather than served unchecked"
+                ),
+                "{id}"
+            );
+        }
+    }
+    assert_eq!(rx.post("/webhook/recaptcha_null", "{}").status, 404);
+    assert!(reason("recaptcha_null").contains("'recaptcha' is not enforced"));
+    assert!(rejection(&provider, "webhooks/plain").is_none());
+    assert!(rejection(&provider, "webhooks/hmac_null").is_none());
+    assert_eq!(provider["total_webhooks"], 2, "{provider}");
+    assert!(
+        rx.stderr().contains("'hmac' is not enforced"),
+        "the rejection is logged"
+    );
+    assert!(
+        files_in(rx.dir.path())
+            .iter()
+            .all(|f| { f.extension().is_none_or(|e| e != "json") || f.ends_with("webhooks.json") }),
+        "nothing was saved by a rejected webhook"
+    );
+
+    // A served webhook edited to name an unenforced check keeps its last good value.
+    hooks["plain"]["hmac"] = json!({"secret": "s"});
+    std::fs::write(rx.dir.path().join("webhooks.json"), hooks.to_string()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || rejection(
+            &config_status(&rx),
+            "webhooks/plain"
+        )
+        .is_some_and(|r| r["serving_previous"] == true
+            && r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("'hmac' is not enforced")))),
+        "plain listed as rejected, serving its previous value"
+    );
+    assert_eq!(rx.post("/webhook/plain", "{}").status, 200);
+}
+
+fn count_lines(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_file_that_does_not_parse_is_logged_once_per_change() {
+    let rx = start();
+    let path = rx.dir.path().join("webhooks.json");
+    std::fs::write(&path, "{ not json").unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        config_status(&rx)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not valid JSON"))
+    }));
+    // Ten debounce periods (0.2 s) of quiet: a receiver woken by its own reads of the file, or
+    // by status polls, would report the same broken file again in each of them.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(config_status(&rx)["total_webhooks"], 5);
+    }
+    let rejected = "configuration file rejected";
+    assert_eq!(count_lines(&rx.stderr(), rejected), 1, "{}", rx.stderr());
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+
+    // Another broken version is another change: one more line.
+    std::fs::write(&path, "[1, 2").unwrap();
+    assert!(eventually(Duration::from_secs(10), || count_lines(
+        &rx.stderr(),
+        rejected
+    ) >= 2));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(count_lines(&rx.stderr(), rejected), 2, "{}", rx.stderr());
+}
+
+#[test]
+fn a_deleted_webhooks_file_keeps_the_previous_config_until_it_is_back() {
+    let rx = start();
+    let path = rx.dir.path().join("webhooks.json");
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || config_status(&rx)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("webhooks.json was deleted"))),
+        "{}",
+        config_status(&rx)
+    );
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+    assert_eq!(config_status(&rx)["total_webhooks"], 5);
+    let deleted = "configuration file deleted; previous configuration kept";
+    let stderr = rx.stderr();
+    assert_eq!(count_lines(&stderr, deleted), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(deleted) && l.contains("WARN")),
+        "a warning: {stderr}"
+    );
+    // An admin reload keeps it too, and says why.
+    let r = rx.request(
+        "POST",
+        "/admin/reload-config",
+        &[("authorization", "Bearer adm1n")],
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
+
+    std::fs::write(&path, r#"{"fresh": {"module": "log"}}"#).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || rx
+            .post("/webhook/fresh", "{}")
+            .status
+            == 200),
+        "re-created file loaded"
+    );
+    assert_eq!(rx.post("/webhook/logged", "{}").status, 404);
+    let provider = config_status(&rx);
+    assert_eq!(provider["last_error"], Value::Null, "{provider}");
+    assert_eq!(provider["total_webhooks"], 1);
 }

@@ -103,9 +103,39 @@ struct Args {
     #[arg(long, env = "RECEIVE_QUEUE_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     receive_queue_capacity: u32,
 
-    /// On SIGTERM/SIGINT, how long to wait for in-flight requests and queued events, in seconds.
+    /// Most events one webhook with `"ack": "receive"` may hold in that queue, so one slow sink
+    /// cannot fill it for every other webhook (at most RECEIVE_QUEUE_CAPACITY).
+    #[arg(long, env = "RECEIVE_QUEUE_PER_WEBHOOK", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    receive_queue_per_webhook: u32,
+
+    /// Bytes of `log` sink lines that may wait for stdout; beyond that the `log` sink answers 503
+    /// at once (a blocked stdout cannot grow memory without bound).
+    #[arg(long, env = "LOG_QUEUE_MAX_BYTES", default_value_t = ModuleContext::DEFAULT_LOG_QUEUE_MAX_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    log_queue_max_bytes: u64,
+
+    /// On SIGTERM/SIGINT, how long shutdown may take in all (in-flight requests, queued events,
+    /// sink flushes), in seconds. Past it the process exits with code 1 whatever is left.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30.0, value_parser = parse_positive_seconds)]
     shutdown_timeout_seconds: f64,
+
+    /// How long a request head may take to arrive, in seconds (from the connection's start, or
+    /// from its first byte on a keep-alive connection); then 408 and the connection closes.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10.0, value_parser = parse_positive_seconds)]
+    header_read_timeout_seconds: f64,
+
+    /// Longest pause between two chunks of a request body, in seconds; then 408 and close.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECONDS", default_value_t = 30.0, value_parser = parse_positive_seconds)]
+    body_read_timeout_seconds: f64,
+
+    /// How long a keep-alive connection may stay idle between requests, in seconds.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_SECONDS", default_value_t = 75.0, value_parser = parse_positive_seconds)]
+    keep_alive_timeout_seconds: f64,
+
+    /// Most client connections served at once. Lowered to what the process file limit allows
+    /// (raised to its hard limit at start) minus a reserve for sinks, etcd and files. Past it, new
+    /// connections wait in the listen backlog while idle ones are closed to make room.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = cwm_http::settings::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
 
     /// Always send Strict-Transport-Security (otherwise only behind `X-Forwarded-Proto: https`).
     #[arg(long, env = "FORCE_HTTPS", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
@@ -134,6 +164,11 @@ struct Args {
     /// Comma-separated proxy IPs whose X-Forwarded-For / X-Real-IP names the client (for /stats and /).
     #[arg(long, env = "TRUSTED_PROXY_IPS", default_value = "", value_parser = parse_ip_list)]
     trusted_proxy_ips: IpList,
+
+    /// Comma-separated browser origins allowed to call the receiver (CORS), e.g.
+    /// `https://app.example.com`. Empty: no CORS headers. Invalid entries are skipped with a warning.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    cors_allowed_origins: String,
 
     /// Accepted for compatibility and ignored: connection hosts on localhost are always allowed.
     #[arg(long, env = "ALLOW_LOCALHOST_FOR_TESTS", hide = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
@@ -222,7 +257,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let modules = ModuleContext::new();
+    let modules = ModuleContext::new()
+        .with_log_queue_max_bytes(usize::try_from(args.log_queue_max_bytes).unwrap_or(usize::MAX));
     let registry = Arc::new(Registry::with_builtin_sinks(modules.clone()));
     let provider: Provider = match args.config_backend {
         Backend::File => {
@@ -268,6 +304,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
 
+    let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout_seconds);
     let settings = HttpSettings {
         max_payload_bytes: usize::try_from(args.max_payload_bytes).unwrap_or(usize::MAX),
         admin_token: args
@@ -276,7 +313,14 @@ async fn run(args: Args) -> ExitCode {
             .filter(|t| !t.is_empty()),
         delivery_timeout: Duration::from_secs_f64(args.delivery_timeout_seconds),
         receive_queue_capacity: args.receive_queue_capacity as usize,
-        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout_seconds),
+        receive_queue_per_webhook: args
+            .receive_queue_per_webhook
+            .min(args.receive_queue_capacity) as usize,
+        shutdown_timeout,
+        header_read_timeout: Duration::from_secs_f64(args.header_read_timeout_seconds),
+        body_idle_timeout: Duration::from_secs_f64(args.body_read_timeout_seconds),
+        keep_alive_timeout: Duration::from_secs_f64(args.keep_alive_timeout_seconds),
+        max_connections: connection_cap(args.max_connections as usize),
         force_https: args.force_https,
         stats_token: args
             .stats_auth_token
@@ -287,6 +331,7 @@ async fn run(args: Args) -> ExitCode {
         stats_sanitize_ids: args.stats_sanitize_ids,
         root_rate_limit: args.default_endpoint_rate_limit,
         trusted_proxy_ips: args.trusted_proxy_ips.0,
+        cors: cwm_http::settings::Cors::parse(&args.cors_allowed_origins),
         ..HttpSettings::default()
     };
     let addr = SocketAddr::new(args.host, args.port);
@@ -299,11 +344,68 @@ async fn run(args: Args) -> ExitCode {
     };
     tracing::info!(%addr, backend = provider.backend(), "cwm-receiver listening");
     let receiver = Receiver::new(provider.clone(), settings);
-    cwm_http::serve(listener, receiver, shutdown_signal()).await;
-    provider.shutdown().await;
-    modules.shutdown().await;
+    let deadline = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let deadline = deadline.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = deadline.set(tokio::time::Instant::now() + shutdown_timeout);
+            exit_at_deadline(shutdown_timeout);
+        }
+    };
+    cwm_http::serve(listener, receiver, signal).await;
+    let deadline = deadline
+        .get()
+        .copied()
+        .unwrap_or_else(|| tokio::time::Instant::now() + shutdown_timeout);
+    let _ = tokio::time::timeout_at(deadline, provider.shutdown()).await;
+    if !modules
+        .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        tracing::warn!("sinks still flushing at the shutdown deadline");
+        return ExitCode::FAILURE;
+    }
     tracing::info!("cwm-receiver stopped");
     ExitCode::SUCCESS
+}
+
+/// Whatever clients or sinks do (a half-sent request, a blocked stdout), the process is gone
+/// `timeout` after the shutdown signal: a thread of its own ends it if the orderly path has not.
+fn exit_at_deadline(timeout: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            eprintln!("cwm-receiver: shutdown deadline reached; exiting with work left undone");
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline thread");
+    }
+}
+
+/// The connection cap: `requested`, lowered to what the process file limit allows after raising
+/// the soft limit to the hard one, minus a reserve for sinks, etcd, files and the listener.
+fn connection_cap(requested: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the file limit; assuming 1024");
+            1024
+        }
+    };
+    let reserve = (limit / 10).clamp(64, 1024);
+    let allowed = usize::try_from(limit.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX);
+    if requested > allowed {
+        tracing::warn!(
+            requested,
+            allowed,
+            file_limit = limit,
+            "MAX_CONNECTIONS lowered to what the file limit allows"
+        );
+    }
+    requested.min(allowed)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -26,5 +26,5 @@ pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
     Resync, compile_webhook, compile_webhook_json, parse_connection,
 };
-pub use snapshot::{CATCH_ALL_ID, Rejection, Snapshot, Store};
+pub use snapshot::{CATCH_ALL_ID, Found, Rejection, Snapshot, Store};
 pub use subst::{Env, ProcessEnv};

@@ -79,6 +79,13 @@ impl<W> Ids<W> {
         }
     }
 
+    fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &Arc<W>)> {
+        match self {
+            Self::Small(entries) => entries.iter().find(|(k, _)| **k == *id).map(|(k, w)| (k, w)),
+            Self::Large(map) => map.get_key_value(id),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::Small(entries) => entries.len(),
@@ -137,6 +144,17 @@ impl<W> Ids<W> {
 /// The webhook id that catches unknown ids in its namespace (upstream compatible).
 pub const CATCH_ALL_ID: &str = "default";
 
+/// The configured entry that answers a lookup, from [`Snapshot::lookup`].
+#[derive(Debug)]
+pub struct Found<'a, W> {
+    /// The namespace of the entry, when the lookup named one and the snapshot has namespaces
+    /// (`None` for the default namespace route and for the file backend, which ignores it).
+    pub namespace: Option<&'a Arc<str>>,
+    /// The configured id: the requested id, or [`CATCH_ALL_ID`] when the catch-all answered.
+    pub id: &'a Arc<str>,
+    pub webhook: &'a Arc<W>,
+}
+
 /// One consistent view of the configuration. `W` is the compiled webhook type.
 pub struct Snapshot<W> {
     default_namespace: Arc<str>,
@@ -179,6 +197,25 @@ impl<W> Snapshot<W> {
         };
         let ids = self.namespaces.get(ns)?;
         ids.get(id).or_else(|| ids.get(CATCH_ALL_ID))
+    }
+
+    /// Like [`Snapshot::webhook`], also telling which configured entry answered. The names it
+    /// returns are the snapshot's own, so a caller can key state by configured webhook (never by
+    /// what a client asked for) without allocating.
+    pub fn lookup(&self, namespace: Option<&str>, id: &str) -> Option<Found<'_, W>> {
+        let (ns, named) = match namespace {
+            Some(ns) if !self.flat => (ns, true),
+            _ => (&*self.default_namespace, false),
+        };
+        let (ns_key, ids) = self.namespaces.get_key_value(ns)?;
+        let (id, webhook) = ids
+            .get_key_value(id)
+            .or_else(|| ids.get_key_value(CATCH_ALL_ID))?;
+        Some(Found {
+            namespace: named.then_some(ns_key),
+            id,
+            webhook,
+        })
     }
 
     /// Exact lookup, without the catch-all.

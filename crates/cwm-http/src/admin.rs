@@ -4,11 +4,12 @@
 //! about the state, and the body's booleans must be booleans (`"false"` is not true).
 
 use cwm_config::{Diff, ReloadRequest, snapshot::now_rfc3339};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http::request::Parts;
+use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::auth::{AdminDenied, check_admin};
+use crate::body;
 use crate::response::{self, Body};
 use crate::{Inner, RequestBody};
 
@@ -16,9 +17,9 @@ use crate::{Inner, RequestBody};
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// `Some(response)` when the request is refused.
-fn refuse<B>(inner: &Inner, req: &Request<B>) -> Option<Response<Body>> {
-    let header = req
-        .headers()
+fn refuse(inner: &Inner, parts: &Parts) -> Option<Response<Body>> {
+    let header = parts
+        .headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     let denied = check_admin(inner.settings.admin_token.as_deref(), header).err()?;
@@ -31,8 +32,8 @@ fn refuse<B>(inner: &Inner, req: &Request<B>) -> Option<Response<Body>> {
     })
 }
 
-pub(crate) fn config_status<B>(inner: &Inner, req: &Request<B>) -> Response<Body> {
-    if let Some(r) = refuse(inner, req) {
+pub(crate) fn config_status(inner: &Inner, parts: &Parts) -> Response<Body> {
+    if let Some(r) = refuse(inner, parts) {
         return r;
     }
     let status = inner.provider.status();
@@ -74,19 +75,24 @@ fn diff_details(kind: &str, d: &Diff) -> Value {
     })
 }
 
-pub(crate) async fn reload<B>(inner: &Inner, req: Request<B>) -> Response<Body>
+pub(crate) async fn reload<B>(inner: &Inner, parts: &Parts, body: &mut Option<B>) -> Response<Body>
 where
     B: RequestBody,
 {
-    if let Some(r) = refuse(inner, &req) {
+    if let Some(r) = refuse(inner, parts) {
         return r;
     }
-    let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+    let Some(body) = body.take() else {
+        return response::internal_error();
+    };
+    let body = match body::read(body, MAX_ADMIN_BODY, inner.settings.body_idle_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            return e.answer(response::detail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ));
+        }
     };
     // A missing, non-JSON or non-object body means "reload both", as upstream.
     let opts = match serde_json::from_slice::<Value>(&body) {

@@ -11,7 +11,11 @@
 
 mod admin;
 mod auth;
+mod body;
+mod conn;
+mod cors;
 // Public only for the fuzz targets (fuzz/fuzz_targets/json_body.rs); not part of the API.
+mod hooks;
 #[doc(hidden)]
 pub mod json;
 mod metrics;
@@ -27,6 +31,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cwm_config::{BackendState, ConfigProvider};
 use cwm_modules::CompiledWebhook;
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use percent_encoding::percent_decode_str;
@@ -63,7 +68,9 @@ pub(crate) struct Inner {
     /// Permits for events accepted with `"ack": "receive"` and not yet delivered.
     queue: Arc<Semaphore>,
     tasks: TaskTracker,
-    stats: stats::Stats,
+    /// Counts, stats and queue shares per configured webhook.
+    hooks: hooks::Hooks,
+    connections: Arc<server::ConnCounters>,
     stats_limiter: stats::RateLimiter,
     root_limiter: stats::RateLimiter,
 }
@@ -79,7 +86,8 @@ impl Receiver {
             metrics: metrics::Metrics::new(),
             queue,
             tasks: TaskTracker::new(),
-            stats: stats::Stats::default(),
+            hooks: hooks::Hooks::new(),
+            connections: Arc::default(),
         });
         Self { inner }
     }
@@ -117,7 +125,9 @@ impl Receiver {
         // Cloning a `Uri` shares its bytes (no copy of the path), so the path outlives `req`.
         let uri = req.uri().clone();
         let path = uri.path();
-        let mut resp = self.route(req, &method, path).await;
+        // CORS (off by default: one branch): a preflight is answered before routing.
+        let cors = &self.inner.settings.cors;
+        let mut resp = cors.handle(req, |req| self.route(req, &method, path)).await;
         response::add_security_headers(&mut resp, hsts);
         if let Some(started) = started {
             tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
@@ -125,7 +135,55 @@ impl Receiver {
         resp
     }
 
+    /// Route a request; then, when the answer did not need the body, drain it so the client
+    /// reads the answer (or close the connection after answering when it cannot be drained).
     async fn route<B>(&self, req: Request<B>, method: &Method, path: &str) -> Response<Body>
+    where
+        B: RequestBody,
+    {
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let mut resp = self.dispatch(&parts, &mut body, method, path).await;
+        if let Some(body) = body
+            && !body.is_end_stream()
+        {
+            self.discard_unread(&parts, body, &mut resp).await;
+        }
+        resp
+    }
+
+    /// Read and discard an unread body, up to the payload limit within the body timeout. HTTP/1
+    /// only: HTTP/2 resets the stream instead, which leaves the connection usable.
+    async fn discard_unread<B: RequestBody>(
+        &self,
+        parts: &Parts,
+        body: B,
+        resp: &mut Response<Body>,
+    ) {
+        if parts.version >= http::Version::HTTP_2 {
+            return;
+        }
+        let settings = &self.inner.settings;
+        let max = settings.max_payload_bytes;
+        let declared_too_large =
+            body::declared_length(&parts.headers).is_some_and(|n| n > max as u64);
+        // A client waiting for `100 Continue` sends no body after a final answer.
+        let expects_continue = parts.headers.contains_key(http::header::EXPECT);
+        if declared_too_large
+            || expects_continue
+            || !body::drain(body, max, settings.body_idle_timeout).await
+        {
+            close_after(resp);
+        }
+    }
+
+    async fn dispatch<B>(
+        &self,
+        parts: &Parts,
+        body: &mut Option<B>,
+        method: &Method,
+        path: &str,
+    ) -> Response<Body>
     where
         B: RequestBody,
     {
@@ -143,21 +201,15 @@ impl Receiver {
             if method != Method::POST {
                 return response::method_not_allowed("POST");
             }
-            let outcome = webhook::handle(inner, req, namespace, id).await;
-            let status = outcome.response.status();
-            if status == StatusCode::OK {
-                inner.stats.record(&outcome.label);
-            }
-            inner.metrics.request(outcome.label, status.as_u16());
-            return outcome.response;
+            return webhook::handle(inner, parts, body, namespace, id).await;
         }
         match path {
             "/" => match *method {
-                Method::GET | Method::HEAD => self.root(&req),
+                Method::GET | Method::HEAD => self.root(parts),
                 _ => response::method_not_allowed("GET"),
             },
             "/stats" => match *method {
-                Method::GET => self.stats(&req),
+                Method::GET => self.stats(parts),
                 _ => response::method_not_allowed("GET"),
             },
             "/health" => match *method {
@@ -169,14 +221,22 @@ impl Receiver {
                 _ => response::method_not_allowed("GET"),
             },
             "/admin/config-status" => match *method {
-                Method::GET => admin::config_status(inner, &req),
+                Method::GET => admin::config_status(inner, parts),
                 _ => response::method_not_allowed("GET"),
             },
             "/admin/reload-config" => match *method {
-                Method::POST => admin::reload(inner, req).await,
+                Method::POST => admin::reload(inner, parts, body).await,
                 _ => response::method_not_allowed("POST"),
             },
-            _ if path.len() > 1 && path.ends_with('/') => redirect(path.trim_end_matches('/')),
+            // Never redirect to `//host` or `/\host`: browsers read those as another site.
+            _ if path.len() > 1 && path.ends_with('/') => {
+                let target = path.trim_end_matches('/');
+                if target.is_empty() || target.starts_with("//") || target.starts_with("/\\") {
+                    response::not_found()
+                } else {
+                    redirect(target)
+                }
+            }
             _ => response::not_found(),
         }
     }
@@ -220,13 +280,14 @@ impl Receiver {
 
     /// The client address (pipeline.md 5.5): the peer, or the forwarded address when the peer is
     /// a trusted proxy.
-    fn client_ip<B>(&self, req: &Request<B>) -> Option<std::net::IpAddr> {
-        let peer = req.extensions().get::<PeerAddr>()?.0.ip();
+    fn client_ip(&self, parts: &Parts) -> Option<std::net::IpAddr> {
+        let peer = parts.extensions.get::<PeerAddr>()?.0.ip();
         if !self.inner.settings.trusted_proxy_ips.contains(&peer) {
             return Some(peer);
         }
         let header = |name: &str| {
-            req.headers()
+            parts
+                .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
@@ -249,8 +310,8 @@ impl Receiver {
     }
 
     /// `GET /`, rate limited per client IP.
-    fn root<B>(&self, req: &Request<B>) -> Response<Body> {
-        if let Some(ip) = self.client_ip(req)
+    fn root(&self, parts: &Parts) -> Response<Body> {
+        if let Some(ip) = self.client_ip(parts)
             && !self.inner.root_limiter.allow(ip)
         {
             return Self::rate_limited(&self.inner.root_limiter);
@@ -259,11 +320,11 @@ impl Receiver {
     }
 
     /// `GET /stats`: optional token, optional IP allow-list, rate limit, then the counts.
-    fn stats<B>(&self, req: &Request<B>) -> Response<Body> {
+    fn stats(&self, parts: &Parts) -> Response<Body> {
         let settings = &self.inner.settings;
         if let Some(expected) = &settings.stats_token {
-            let header = req
-                .headers()
+            let header = parts
+                .headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
             if let Err(auth::AdminDenied::Unauthorized(msg)) =
@@ -272,7 +333,7 @@ impl Receiver {
                 return response::detail(StatusCode::UNAUTHORIZED, msg);
             }
         }
-        let ip = self.client_ip(req);
+        let ip = self.client_ip(parts);
         if !settings.stats_allowed_ips.is_empty()
             && ip.is_some_and(|ip| !settings.stats_allowed_ips.contains(&ip))
         {
@@ -283,18 +344,24 @@ impl Receiver {
         {
             return Self::rate_limited(&self.inner.stats_limiter);
         }
+        self.inner.hooks.prune(&self.inner.provider.snapshot());
         response::json(
             StatusCode::OK,
-            &self.inner.stats.render(settings.stats_sanitize_ids),
+            &self.inner.hooks.render_stats(settings.stats_sanitize_ids),
         )
     }
 
     fn metrics(&self) -> Response<Body> {
-        let provider = &self.inner.provider;
-        let text = self
-            .inner
-            .metrics
-            .render(&provider.status(), provider.state(), self.queued());
+        let inner = &self.inner;
+        let provider = &inner.provider;
+        inner.hooks.prune(&provider.snapshot());
+        let text = inner.metrics.render(
+            &provider.status(),
+            provider.state(),
+            self.queued(),
+            &inner.hooks,
+            &inner.connections,
+        );
         let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -308,6 +375,20 @@ impl Receiver {
 
 fn decode(segment: &str) -> String {
     percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+/// Marks an answer sent before the request body was read whole: the connection closes after it,
+/// by lingering (reading and discarding what the client still sends) so the client reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeftUnread;
+
+/// Close the connection after `resp`, lingering.
+pub(crate) fn close_after(resp: &mut Response<Body>) {
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp.extensions_mut().insert(LeftUnread);
 }
 
 fn redirect(location: &str) -> Response<Body> {

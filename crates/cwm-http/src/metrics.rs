@@ -1,22 +1,18 @@
 //! `GET /metrics` in Prometheus/OpenMetrics text (DECISIONS O1).
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cwm_config::{BackendState, ProviderStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    /// `id` or `namespace/id`; empty for requests that matched no webhook (bounded cardinality).
-    webhook: String,
-    status: u16,
-}
+use crate::hooks::Hooks;
+use crate::server::ConnCounters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabels {
@@ -29,7 +25,6 @@ type HistogramFamily = Family<SinkLabels, Histogram, fn() -> Histogram>;
 /// Request and delivery metrics. Config metrics are read from the provider at scrape time.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
     sink_latency: HistogramFamily,
 }
 
@@ -41,12 +36,6 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "cwm_http_requests",
-            "Webhook requests by webhook and HTTP status",
-            requests.clone(),
-        );
         let sink_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
             "cwm_sink_delivery_seconds",
@@ -55,15 +44,8 @@ impl Metrics {
         );
         Self {
             registry,
-            requests,
             sink_latency,
         }
-    }
-
-    pub fn request(&self, webhook: String, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels { webhook, status })
-            .inc();
     }
 
     pub fn delivery(&self, module: &'static str, ok: bool, took: Duration) {
@@ -73,20 +55,65 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The full exposition: registered metrics, then the config backend's gauges.
-    pub fn render(&self, status: &ProviderStatus, state: BackendState, queued: usize) -> String {
+    /// The full exposition: registered metrics, requests per webhook, connections, then the
+    /// config backend's gauges.
+    pub fn render(
+        &self,
+        status: &ProviderStatus,
+        state: BackendState,
+        queued: usize,
+        hooks: &Hooks,
+        conns: &ConnCounters,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         let body_end = out.rfind("# EOF").unwrap_or(out.len());
         out.truncate(body_end);
+        hooks.render_metrics(&mut out);
         let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
             let _ = write!(
                 out,
                 "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
             );
         };
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
+            );
+        };
+        gauge(
+            &mut out,
+            "cwm_http_open_connections",
+            "Client connections open now (lingering closes included)",
+            conns.open.load(Ordering::Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "cwm_http_connection_limit",
+            "Most client connections served at once; past it new ones wait in the listen backlog",
+            conns.limit.load(Ordering::Relaxed) as i64,
+        );
+        counter(
+            &mut out,
+            "cwm_http_connections_at_limit",
+            "Times a new connection found the connection limit reached",
+            conns.at_limit.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "cwm_http_idle_connections_closed",
+            "Idle keep-alive connections closed to make room at the connection limit",
+            conns.evicted.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "cwm_http_header_timeouts",
+            "Connections closed because a request head did not arrive in time",
+            conns.header_timeouts.load(Ordering::Relaxed),
+        );
         let connected = i64::from(status.backend == "etcd" && state == BackendState::Healthy);
         gauge(
             &mut out,

@@ -1,70 +1,225 @@
-//! Accept loop: HTTP/1.1 and h2c on one listener, graceful shutdown (DECISIONS H5).
+//! Accept loop: HTTP/1.1 and h2c on one listener, a bounded number of connections with header,
+//! keep-alive and lingering-close timeouts, and graceful shutdown (DECISIONS H5, H6).
+//!
+//! Past the connection limit the loop stops accepting, so new connections wait in the listen
+//! backlog, and asks idle connections (keep-alive between requests, or opened without sending
+//! anything) to close to make room. The process never runs out of file descriptors because of
+//! clients.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
-use crate::{PeerAddr, Receiver};
+use crate::conn::{ConnState, Tracked, Verdict};
+use crate::{LeftUnread, PeerAddr, Receiver};
+
+/// Connection counts shown on `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    pub open: AtomicUsize,
+    pub limit: AtomicUsize,
+    pub at_limit: AtomicU64,
+    pub evicted: AtomicU64,
+    pub header_timeouts: AtomicU64,
+}
+
+/// What every connection task shares.
+struct Shared {
+    receiver: Receiver,
+    builder: auto::Builder<TokioExecutor>,
+    /// Notified when the connection limit is reached: idle connections close.
+    pressure: Notify,
+    stop: watch::Receiver<bool>,
+}
 
 /// Serve `receiver` on `listener` until `shutdown` resolves; then stop accepting, let in-flight
-/// requests finish and queued deliveries drain (each bounded by the shutdown timeout).
+/// requests finish and queued deliveries drain, all within the shutdown timeout in total.
 pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Future<Output = ()>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let settings = receiver.settings().clone();
+    let counters = receiver.inner.connections.clone();
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    counters
+        .limit
+        .store(settings.max_connections, Ordering::Relaxed);
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        receiver: receiver.clone(),
+        builder: auto::Builder::new(TokioExecutor::new()),
+        pressure: Notify::new(),
+        stop,
+    });
+    let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let rx = receiver.clone();
-                let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
-                    let rx = rx.clone();
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    async move { Ok::<_, Infallible>(rx.handle(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        let permit = tokio::select! {
+            biased;
             () = &mut shutdown => break,
-        }
+            permit = admit(&limit, &shared, &counters) => permit,
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(connection(stream, peer, permit, shared.clone()));
     }
     drop(listener);
-    let timeout = receiver.settings().shutdown_timeout;
+    let deadline = Instant::now() + settings.shutdown_timeout;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    if tokio::time::timeout(timeout, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            ?timeout,
-            "in-flight requests still running at the shutdown deadline"
+            timeout = ?settings.shutdown_timeout,
+            "connections still open at the shutdown deadline are closed"
         );
     }
-    if !receiver.drain(timeout).await {
+    if !receiver
+        .drain(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
         tracing::warn!(
             queued = receiver.queued(),
             "queued deliveries still running at the shutdown deadline"
         );
+    }
+}
+
+/// A place under the connection limit. When none is free, ask idle connections to close and
+/// wait (new connections meanwhile wait in the listen backlog).
+async fn admit(
+    limit: &Arc<Semaphore>,
+    shared: &Shared,
+    counters: &ConnCounters,
+) -> OwnedSemaphorePermit {
+    if let Ok(p) = limit.clone().try_acquire_owned() {
+        return p;
+    }
+    counters.at_limit.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("connection limit reached: closing idle connections");
+    loop {
+        shared.pressure.notify_waiters();
+        // Closed connections free their place; connections that were busy may become idle.
+        if let Ok(Ok(p)) =
+            tokio::time::timeout(Duration::from_millis(100), limit.clone().acquire_owned()).await
+        {
+            return p;
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+) {
+    let settings = shared.receiver.settings();
+    let (header_timeout, keep_alive) = (settings.header_read_timeout, settings.keep_alive_timeout);
+    let counters = shared.receiver.inner.connections.clone();
+    let state = ConnState::new();
+    let io = Tracked::new(
+        stream,
+        state.clone(),
+        permit,
+        Box::new(move || {
+            counters.open.fetch_sub(1, Ordering::Relaxed);
+        }),
+    );
+    let rx = shared.receiver.clone();
+    let req_state = state.clone();
+    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let rx = rx.clone();
+        let guard = req_state.begin();
+        let state = req_state.clone();
+        req.extensions_mut().insert(PeerAddr(peer));
+        async move {
+            let resp = rx.handle(req).await;
+            if resp.extensions().get::<LeftUnread>().is_some() {
+                state.set_linger();
+            }
+            drop(guard);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = shared
+        .builder
+        .serve_connection(TokioIo::new(io), svc)
+        .into_owned();
+    tokio::pin!(conn);
+    let mut stop = shared.stop.clone();
+    let mut closing: Option<Instant> = None;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = sleep.as_mut() => {
+                if let Some(since) = closing
+                    && since.elapsed() >= header_timeout
+                {
+                    // Asked to close but still not done (a client that does not read): drop it.
+                    return;
+                }
+                match state.check(header_timeout, keep_alive) {
+                    Verdict::Wait(at) => sleep.as_mut().reset(at),
+                    Verdict::Idle => {
+                        conn.as_mut().graceful_shutdown();
+                        closing.get_or_insert_with(Instant::now);
+                        sleep.as_mut().reset(Instant::now() + header_timeout);
+                    }
+                    Verdict::HeadTimeout => {
+                        shared.receiver.inner.connections.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                        // Dropping the connection hands the socket to the 408-and-linger close.
+                        state.set_timed_out();
+                        return;
+                    }
+                }
+            }
+            () = shared.pressure.notified(), if closing.is_none() => {
+                if state.evictable() {
+                    shared.receiver.inner.connections.evicted.fetch_add(1, Ordering::Relaxed);
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                    sleep.as_mut().reset(Instant::now() + header_timeout);
+                }
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+                // In-flight requests may take until the shutdown deadline; `serve` enforces it.
+                sleep.as_mut().reset(Instant::now() + settings.shutdown_timeout);
+            }
+        }
     }
 }

@@ -3,8 +3,13 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use crate::cors::Cors;
+
 /// Default body limit: 10 MiB, as upstream (DECISIONS H4).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Default cap on open client connections (lowered to what the file limit allows).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Settings of the HTTP layer.
 #[derive(Clone)]
@@ -17,8 +22,20 @@ pub struct HttpSettings {
     pub delivery_timeout: Duration,
     /// Events held in memory for `"ack": "receive"` webhooks before 503.
     pub receive_queue_capacity: usize,
-    /// How long shutdown waits for in-flight requests and queued events.
+    /// Most events one webhook may hold in the receive queue (its share of it).
+    pub receive_queue_per_webhook: usize,
+    /// How long shutdown may take in all: in-flight requests, queued events, sink flushes.
     pub shutdown_timeout: Duration,
+    /// How long a request head may take to arrive (from the connection's start, or from its
+    /// first byte on a keep-alive connection); then 408 and close.
+    pub header_read_timeout: Duration,
+    /// Longest pause between two chunks of a request body; then 408 and close.
+    pub body_idle_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests.
+    pub keep_alive_timeout: Duration,
+    /// Most client connections served at once; more wait in the listen backlog while idle
+    /// connections are closed to make room.
+    pub max_connections: usize,
     /// Always send Strict-Transport-Security.
     pub force_https: bool,
     /// Seconds suggested in `Retry-After` when a delivery failed.
@@ -35,6 +52,8 @@ pub struct HttpSettings {
     pub root_rate_limit: u32,
     /// `TRUSTED_PROXY_IPS`: peers whose `X-Forwarded-For` / `X-Real-IP` names the client.
     pub trusted_proxy_ips: Vec<IpAddr>,
+    /// `CORS_ALLOWED_ORIGINS`, validated at startup ([`Cors::parse`]); off by default.
+    pub cors: Cors,
 }
 
 impl Default for HttpSettings {
@@ -44,7 +63,12 @@ impl Default for HttpSettings {
             admin_token: None,
             delivery_timeout: Duration::from_secs(10),
             receive_queue_capacity: 10_000,
+            receive_queue_per_webhook: 1_000,
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             force_https: false,
             retry_after_seconds: 5,
             stats_token: None,
@@ -53,6 +77,7 @@ impl Default for HttpSettings {
             stats_sanitize_ids: false,
             root_rate_limit: 120,
             trusted_proxy_ips: Vec::new(),
+            cors: Cors::disabled(),
         }
     }
 }
@@ -67,7 +92,12 @@ impl std::fmt::Debug for HttpSettings {
             )
             .field("delivery_timeout", &self.delivery_timeout)
             .field("receive_queue_capacity", &self.receive_queue_capacity)
+            .field("receive_queue_per_webhook", &self.receive_queue_per_webhook)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_idle_timeout", &self.body_idle_timeout)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("max_connections", &self.max_connections)
             .field("force_https", &self.force_https)
             .field(
                 "stats_token",
@@ -78,6 +108,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("stats_sanitize_ids", &self.stats_sanitize_ids)
             .field("root_rate_limit", &self.root_rate_limit)
             .field("trusted_proxy_ips", &self.trusted_proxy_ips)
+            .field("cors", &self.cors)
             .finish()
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /stats` (pipeline.md 1.4) kept in memory with the upstream's JSON shape, and the small
+//! The counters behind `GET /stats`, kept in memory with the upstream's JSON shape, and the small
 //! per-client-IP rate limiter that guards `/stats` and `GET /`.
 //!
 //! The upstream keeps these counters in Redis; here they are per process (a deployment with many
@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// Counts per time slot; a slot is reused once its period has passed.
@@ -56,17 +56,12 @@ impl<const N: usize> Ring<N> {
     }
 }
 
-struct Counter {
+/// Accepted requests of one webhook: the total and per-minute, -hour and -day windows.
+pub(crate) struct Counter {
     total: AtomicU64,
     minutes: Ring<60>,
     hours: Ring<24>,
     days: Ring<30>,
-}
-
-/// Accepted webhook requests per stats key (`id` or `namespace/id`).
-#[derive(Default)]
-pub(crate) struct Stats {
-    counters: RwLock<HashMap<String, Arc<Counter>>>,
 }
 
 fn unix_now() -> u64 {
@@ -75,73 +70,49 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl Stats {
-    /// Count one accepted request. The common case (a known key) takes a read lock and allocates
-    /// nothing.
-    pub fn record(&self, key: &str) {
-        let found = self
-            .counters
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned();
-        let counter = match found {
-            Some(c) => c,
-            None => self
-                .counters
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Counter {
-                        total: AtomicU64::new(0),
-                        minutes: Ring::new(),
-                        hours: Ring::new(),
-                        days: Ring::new(),
-                    })
-                })
-                .clone(),
-        };
-        let now = unix_now();
-        counter.total.fetch_add(1, Ordering::AcqRel);
-        counter.minutes.add(now / 60);
-        counter.hours.add(now / 3600);
-        counter.days.add(now / 86_400);
+impl Counter {
+    pub fn new() -> Self {
+        Self {
+            total: AtomicU64::new(0),
+            minutes: Ring::new(),
+            hours: Ring::new(),
+            days: Ring::new(),
+        }
     }
 
-    /// The upstream body: `{"<key>": {"total","minute","5_minutes",...,"month"}}`.
-    pub fn render(&self, sanitize_ids: bool) -> Value {
+    /// Count one accepted request.
+    pub fn record(&self) {
+        let now = unix_now();
+        self.total.fetch_add(1, Ordering::AcqRel);
+        self.minutes.add(now / 60);
+        self.hours.add(now / 3600);
+        self.days.add(now / 86_400);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// The upstream shape: `{"total","minute","5_minutes",...,"month"}`.
+    pub fn render(&self) -> Value {
         let now = unix_now();
         let (m, h, d) = (now / 60, now / 3600, now / 86_400);
-        let counters = self.counters.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out = Map::new();
-        for (key, c) in counters.iter() {
-            let name = if sanitize_ids {
-                sanitized(key)
-            } else {
-                key.clone()
-            };
-            out.insert(
-                name,
-                json!({
-                    "total": c.total.load(Ordering::Acquire),
-                    "minute": c.minutes.sum(m, 1),
-                    "5_minutes": c.minutes.sum(m, 5),
-                    "15_minutes": c.minutes.sum(m, 15),
-                    "30_minutes": c.minutes.sum(m, 30),
-                    "hour": c.minutes.sum(m, 60),
-                    "day": c.hours.sum(h, 24),
-                    "week": c.days.sum(d, 7),
-                    "month": c.days.sum(d, 30),
-                }),
-            );
-        }
-        Value::Object(out)
+        json!({
+            "total": self.total(),
+            "minute": self.minutes.sum(m, 1),
+            "5_minutes": self.minutes.sum(m, 5),
+            "15_minutes": self.minutes.sum(m, 15),
+            "30_minutes": self.minutes.sum(m, 30),
+            "hour": self.minutes.sum(m, 60),
+            "day": self.hours.sum(h, 24),
+            "week": self.days.sum(d, 7),
+            "month": self.days.sum(d, 30),
+        })
     }
 }
 
 /// `webhook_` + the first 16 hex digits of SHA-256(key).
-fn sanitized(key: &str) -> String {
+pub(crate) fn sanitized(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let mut s = String::from("webhook_");
     for b in &digest[..8] {
@@ -195,17 +166,15 @@ mod tests {
 
     #[test]
     fn counts_and_windows() {
-        let s = Stats::default();
-        s.record("a");
-        s.record("a");
-        s.record("ns/b");
-        let v = s.render(false);
-        assert_eq!(v["a"]["total"], 2);
-        assert_eq!(v["a"]["minute"], 2);
-        assert_eq!(v["a"]["month"], 2);
-        assert_eq!(v["ns/b"]["hour"], 1);
-        let hashed = s.render(true);
-        let key = hashed.as_object().unwrap().keys().next().unwrap().clone();
+        let c = Counter::new();
+        c.record();
+        c.record();
+        let v = c.render();
+        assert_eq!(v["total"], 2);
+        assert_eq!(v["minute"], 2);
+        assert_eq!(v["hour"], 2);
+        assert_eq!(v["month"], 2);
+        let key = sanitized("ns/b");
         assert!(key.starts_with("webhook_") && key.len() == 8 + 16, "{key}");
     }
 

@@ -1,8 +1,10 @@
 //! The webhook request path: `POST /webhook/{id}` and `POST /webhook/{namespace}/{id}`.
 //!
-//! Order (pipeline.md 2.1 as amended by DECISIONS H2-H5): namespace, config loaded, id, lookup,
-//! declared size, authorization, header limits, streamed body with its limit, decoding, credential
-//! cleanup, delivery. Nothing here awaits the config backend: the lookup is a snapshot load.
+//! Order (the upstream's, as amended by DECISIONS H2-H5): namespace, config loaded, id, lookup,
+//! declared size, authorization, header limits, streamed body with its limit and idle timeout,
+//! decoding, credential cleanup, delivery. Nothing here awaits the config backend: the lookup is a
+//! snapshot load. An answer given before the body was read leaves the body to the caller, which
+//! drains it so the client reads the answer.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,83 +12,100 @@ use std::time::{Instant, SystemTime};
 use cwm_config::names::{is_valid_namespace, validate_webhook_id};
 use cwm_config::{Ack, BackendState, DataType, RetryPolicy};
 use cwm_modules::{CompiledWebhook, Event, Payload, Sink, SinkError};
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http::request::Parts;
+use http::{HeaderMap, Response, StatusCode};
 
+use crate::body;
+use crate::hooks::HookState;
 use crate::response::{self, Body};
 use crate::{Inner, RequestBody, json};
 
 const MAX_HEADERS: usize = 100;
 const MAX_HEADER_BYTES: usize = 8192;
 
-/// The outcome of one webhook request: the response and the metrics label of the webhook.
-pub(crate) struct Outcome {
-    pub response: Response<Body>,
-    /// `id` or `namespace/id` once a webhook matched; empty otherwise (bounded label set).
-    pub label: String,
-}
-
-fn fail(status: StatusCode, msg: &str) -> Outcome {
-    Outcome {
-        response: response::detail(status, msg),
-        label: String::new(),
-    }
-}
-
 pub(crate) async fn handle<B>(
     inner: &Arc<Inner>,
-    req: Request<B>,
-    namespace: Option<String>,
-    id: String,
-) -> Outcome
-where
-    B: RequestBody,
-{
-    if let Some(ns) = &namespace
-        && !is_valid_namespace(ns)
-    {
-        return fail(StatusCode::BAD_REQUEST, "Invalid namespace format");
-    }
-    if inner.provider.state() == BackendState::Connecting {
-        return Outcome {
-            response: response::unavailable(
-                "configuration not loaded",
-                inner.settings.retry_after_seconds,
-            ),
-            label: String::new(),
-        };
-    }
-    if let Err(e) = validate_webhook_id(&id) {
-        return fail(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    let hook: Arc<CompiledWebhook> = {
-        let snap = inner.provider.snapshot();
-        match snap.webhook(namespace.as_deref(), &id) {
-            Some(h) => h.clone(),
-            None => return fail(StatusCode::NOT_FOUND, "Webhook ID not found"),
-        }
-    };
-    let label = match &namespace {
-        Some(ns) => format!("{ns}/{id}"),
-        None => id.clone(),
-    };
-    let response = deliver_request(inner, req, hook, namespace, id).await;
-    Outcome { response, label }
-}
-
-async fn deliver_request<B>(
-    inner: &Arc<Inner>,
-    req: Request<B>,
-    hook: Arc<CompiledWebhook>,
+    parts: &Parts,
+    body: &mut Option<B>,
     namespace: Option<String>,
     id: String,
 ) -> Response<Body>
 where
     B: RequestBody,
 {
-    let max = inner.settings.max_payload_bytes;
-    let (parts, body) = req.into_parts();
-    if let Some(len) = declared_length(&parts.headers)
+    let (response, state) = answer(inner, parts, body, namespace, id).await;
+    state
+        .as_ref()
+        .unwrap_or_else(|| inner.hooks.unknown())
+        .answered(response.status().as_u16());
+    response
+}
+
+/// The answer, and the state of the configured webhook that answered (none when no webhook
+/// matched: such requests are counted under one label).
+async fn answer<B>(
+    inner: &Arc<Inner>,
+    parts: &Parts,
+    body: &mut Option<B>,
+    namespace: Option<String>,
+    id: String,
+) -> (Response<Body>, Option<Arc<HookState>>)
+where
+    B: RequestBody,
+{
+    if let Some(ns) = &namespace
+        && !is_valid_namespace(ns)
+    {
+        return (
+            response::detail(StatusCode::BAD_REQUEST, "Invalid namespace format"),
+            None,
+        );
+    }
+    if inner.provider.state() == BackendState::Connecting {
+        let r = response::unavailable(
+            "configuration not loaded",
+            inner.settings.retry_after_seconds,
+        );
+        return (r, None);
+    }
+    if let Err(e) = validate_webhook_id(&id) {
+        return (
+            response::detail(StatusCode::BAD_REQUEST, &e.to_string()),
+            None,
+        );
+    }
+    let (hook, state) = {
+        let snap = inner.provider.snapshot();
+        match snap.lookup(namespace.as_deref(), &id) {
+            Some(found) => (
+                found.webhook.clone(),
+                inner.hooks.get(found.namespace, found.id, &snap),
+            ),
+            None => {
+                let r = response::detail(StatusCode::NOT_FOUND, "Webhook ID not found");
+                return (r, None);
+            }
+        }
+    };
+    let response = deliver_request(inner, parts, body, hook, &state, namespace, id).await;
+    (response, Some(state))
+}
+
+async fn deliver_request<B>(
+    inner: &Arc<Inner>,
+    parts: &Parts,
+    body: &mut Option<B>,
+    hook: Arc<CompiledWebhook>,
+    state: &Arc<HookState>,
+    namespace: Option<String>,
+    id: String,
+) -> Response<Body>
+where
+    B: RequestBody,
+{
+    let settings = &inner.settings;
+    let max = settings.max_payload_bytes;
+    if let Some(len) = body::declared_length(&parts.headers)
         && len > max as u64
     {
         return too_large(Some(len), max);
@@ -104,13 +123,12 @@ where
         Ok(h) => h,
         Err(msg) => return response::detail(StatusCode::BAD_REQUEST, &msg),
     };
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(None, max),
-        Err(e) => {
-            tracing::debug!(error = %e, "request body could not be read");
-            return response::detail(StatusCode::BAD_REQUEST, "Failed to read request body");
-        }
+    let Some(body) = body.take() else {
+        return response::internal_error();
+    };
+    let bytes = match body::read(body, max, settings.body_idle_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.answer(too_large(None, max)),
     };
     let payload = match hook.config.data_type {
         DataType::Blob => Payload::Blob(bytes),
@@ -147,24 +165,39 @@ where
                 }
             }
         }
-        Ack::Receive => enqueue(inner, hook, event),
+        Ack::Receive => enqueue(inner, hook, state, event),
     }
 }
 
-/// `"ack": "receive"`: answer now, deliver in the background, 503 when the queue is full.
-fn enqueue(inner: &Arc<Inner>, hook: Arc<CompiledWebhook>, event: Event) -> Response<Body> {
-    let Ok(permit) = inner.queue.clone().try_acquire_owned() else {
-        return response::unavailable(
+/// `"ack": "receive"`: answer now, deliver in the background, 503 when the queue or this
+/// webhook's share of it is full (one slow sink cannot take the queue of every other webhook).
+fn enqueue(
+    inner: &Arc<Inner>,
+    hook: Arc<CompiledWebhook>,
+    state: &Arc<HookState>,
+    event: Event,
+) -> Response<Body> {
+    let full = || {
+        response::unavailable(
             "Queue full, please retry later",
             inner.settings.retry_after_seconds,
-        );
+        )
+    };
+    if !state.try_enqueue(inner.settings.receive_queue_per_webhook) {
+        return full();
+    }
+    let Ok(permit) = inner.queue.clone().try_acquire_owned() else {
+        state.dequeued();
+        return full();
     };
     let this = inner.clone();
+    let state = state.clone();
     inner.tasks.spawn(async move {
         let deadline = tokio::time::Instant::now() + this.settings.delivery_timeout;
         if let Err(e) = deliver(&this, &*hook.sink, &event, hook.retry.as_ref(), deadline).await {
             tracing::error!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "queued event could not be delivered and is dropped");
         }
+        state.dequeued();
         drop(permit);
     });
     response::ok()
@@ -205,16 +238,6 @@ async fn deliver(
         }
         tokio::time::sleep_until(wake).await;
     }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn too_large(len: Option<u64>, max: usize) -> Response<Body> {
