@@ -7,36 +7,38 @@ use cwm_config::ConfigError;
 use cwm_config::etcd::{EtcdSettings, EtcdTls, parse_endpoints};
 
 /// etcd connection settings. The same variables as the Python gateway, plus ETCD_ENDPOINTS, TLS and
-/// the reconnect bounds.
+/// the reconnect bounds. Every flag is `global`: with `cwmctl` it is accepted before or after the
+/// subcommand and listed in each subcommand's `--help` (no effect on the receiver).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdArgs {
     /// etcd host (ignored when ETCD_ENDPOINTS is set).
-    #[arg(long, env = "ETCD_HOST", default_value = "localhost")]
+    #[arg(long, global = true, env = "ETCD_HOST", default_value = "localhost")]
     pub etcd_host: String,
 
     /// etcd client port (ignored when ETCD_ENDPOINTS is set).
-    #[arg(long, env = "ETCD_PORT", default_value_t = 2379, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, env = "ETCD_PORT", default_value_t = 2379, value_parser = clap::value_parser!(u16).range(1..))]
     pub etcd_port: u16,
 
     /// Comma-separated endpoints of an etcd cluster, e.g. `h1:2379,h2:2379`; overrides host and port.
-    #[arg(long, env = "ETCD_ENDPOINTS")]
+    #[arg(long, global = true, env = "ETCD_ENDPOINTS")]
     pub etcd_endpoints: Option<String>,
 
     /// Key prefix; webhooks live at `{prefix}{namespace}/webhooks/{id}`.
-    #[arg(long, env = "ETCD_PREFIX", default_value = "/cwm/")]
+    #[arg(long, global = true, env = "ETCD_PREFIX", default_value = "/cwm/")]
     pub etcd_prefix: String,
 
     /// Namespace of `POST /webhook/{id}` (routes without a namespace), `[a-zA-Z0-9_-]{1,64}`.
-    #[arg(long, env = "ETCD_NAMESPACE", default_value = "default")]
+    #[arg(long, global = true, env = "ETCD_NAMESPACE", default_value = "default")]
     pub etcd_namespace: String,
 
     /// etcd user; authentication is used when user and password are both set.
-    #[arg(long, env = "ETCD_USERNAME", default_value = "")]
+    #[arg(long, global = true, env = "ETCD_USERNAME", default_value = "")]
     pub etcd_username: String,
 
     /// etcd password.
     #[arg(
         long,
+        global = true,
         env = "ETCD_PASSWORD",
         default_value = "",
         hide_env_values = true,
@@ -45,23 +47,24 @@ pub struct EtcdArgs {
     pub etcd_password: String,
 
     /// CA certificate (PEM) to verify etcd's TLS certificate; setting any ETCD_CA_CERT/ETCD_CERT/ETCD_KEY turns TLS on.
-    #[arg(long, env = "ETCD_CA_CERT")]
+    /// Without it, TLS (an https:// endpoint, or ETCD_CERT/ETCD_KEY) trusts the Mozilla roots built in.
+    #[arg(long, global = true, env = "ETCD_CA_CERT")]
     pub etcd_ca_cert: Option<PathBuf>,
 
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, env = "ETCD_CERT", requires = "etcd_key")]
+    #[arg(long, global = true, env = "ETCD_CERT", requires = "etcd_key")]
     pub etcd_cert: Option<PathBuf>,
 
     /// Client key (PEM) for mutual TLS.
-    #[arg(long, env = "ETCD_KEY", requires = "etcd_cert")]
+    #[arg(long, global = true, env = "ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
 
     /// First reconnect delay after etcd is lost, in milliseconds (doubles, with jitter).
-    #[arg(long, env = "ETCD_RECONNECT_INITIAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, global = true, env = "ETCD_RECONNECT_INITIAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub etcd_reconnect_initial_ms: u64,
 
     /// Longest reconnect delay, in milliseconds.
-    #[arg(long, env = "ETCD_RECONNECT_MAX_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, global = true, env = "ETCD_RECONNECT_MAX_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub etcd_reconnect_max_ms: u64,
 }
 

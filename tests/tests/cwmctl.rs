@@ -242,3 +242,245 @@ fn migrated_config_answers_like_the_file_backend() {
         );
     }
 }
+
+/// `cwmctl` without ETCD_* variables: only flags say where etcd is.
+fn bare_ctl(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(binary("cwmctl"))
+        .current_dir(dir)
+        .env_clear()
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn etcd_flags_go_before_or_after_the_subcommand() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/ns/webhooks/h", r#"{"module":"log"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let port = etcd.port().to_string();
+    let flags = ["--etcd-host", "127.0.0.1", "--etcd-port", &port];
+    let after = [&["validate", "--etcd"][..], &flags].concat();
+    let before = [&flags[..], &["validate", "--etcd"]].concat();
+    for args in [after, before] {
+        let out = bare_ctl(dir.path(), &args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains("1 entries checked, 0 invalid"), "{stdout}");
+    }
+    // A flag after the subcommand wins over the variable, as before it.
+    let out = Command::new(binary("cwmctl"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("ETCD_ENDPOINTS", "127.0.0.1:1")
+        .args([
+            "export",
+            "--namespace",
+            "ns",
+            "--etcd-endpoints",
+            &etcd.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(dir.path().join("webhooks.json").is_file());
+
+    for sub in ["import", "export", "validate"] {
+        let out = bare_ctl(dir.path(), &[sub, "--help"]);
+        let (help, _) = text(&out);
+        for flag in [
+            "--etcd-host",
+            "--etcd-port",
+            "--etcd-endpoints",
+            "--etcd-prefix",
+            "--etcd-ca-cert",
+            "--etcd-cert",
+            "--etcd-key",
+        ] {
+            assert!(help.contains(flag), "`cwmctl {sub} --help` lists {flag}");
+        }
+    }
+}
+
+#[test]
+fn validate_names_keys_that_fit_no_layout() {
+    let etcd = Etcd::start();
+    let ctl = Ctl::new(&etcd);
+    etcd.put("/cwm/default/webhooks/good", r#"{"module":"log"}"#);
+    let misplaced = [
+        "/cwm/default/webhook/x",
+        "/cwm/global/connection/y",
+        "/cwm/x",
+    ];
+    for key in misplaced {
+        etcd.put(key, r#"{"module":"log"}"#);
+    }
+    let out = ctl.run(&["validate", "--etcd"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    for key in misplaced {
+        assert!(
+            stdout.contains(&format!(
+                "  invalid  {key}: fits neither /cwm/{{namespace}}/webhooks/{{id}} nor \
+                 /cwm/global/connections/{{name}}; receivers ignore it"
+            )),
+            "{key}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("webhooks/good"), "{stdout}");
+    assert!(stdout.contains("4 entries checked, 3 invalid"), "{stdout}");
+}
+
+#[test]
+fn export_of_an_empty_namespace_fails() {
+    let etcd = Etcd::start();
+    let ctl = Ctl::new(&etcd);
+    ctl.ok(&["import", "--namespace", "prod"]);
+    let out = ctl.run(&[
+        "export",
+        "--namespace",
+        "prd",
+        "--webhooks",
+        "w.json",
+        "--connections",
+        "c.json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "cwmctl: namespace \"prd\" has no webhooks in etcd (no key under /cwm/prd/webhooks/); \
+         nothing written"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(!ctl.dir.path().join("w.json").exists());
+    assert!(!ctl.dir.path().join("c.json").exists());
+}
+
+#[test]
+fn tls_files_that_do_not_parse_are_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cwm_testkit::require_binary("openssl", "openssl");
+    let key = Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-out", "client.key"])
+        .output()
+        .unwrap();
+    assert!(key.status.success(), "{:?}", text(&key));
+    std::fs::write(d.join("ca.pem"), "not a certificate\n").unwrap();
+    let ca = d.join("ca.pem").display().to_string();
+    let out = bare_ctl(d, &["validate", "--etcd", "--etcd-ca-cert", &ca]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "CA certificate (ETCD_CA_CERT) {ca}: is not a PEM certificate"
+        )),
+        "{stderr}"
+    );
+    let key = d.join("client.key").display().to_string();
+    let out = bare_ctl(
+        d,
+        &[
+            "import",
+            "--etcd-cert",
+            &key,
+            "--etcd-key",
+            &key,
+            "--dry-run",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "client certificate (ETCD_CERT) {key}: holds a private key, not a certificate"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
+    cwm_testkit::require_binary("openssl", "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cert = Command::new("openssl")
+        .current_dir(d)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-subj",
+            "/CN=server",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "{:?}", text(&cert));
+    let (port, peer) = (cwm_tests::free_port(), cwm_tests::free_port());
+    let (client_url, peer_url) = (
+        format!("https://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{peer}"),
+    );
+    let mut etcd = Command::new(cwm_testkit::require_binary("etcd", "etcd-server"))
+        .current_dir(d)
+        .arg("--name=tls")
+        .arg("--data-dir=data")
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=tls={peer_url}"))
+        .args([
+            "--cert-file=server.pem",
+            "--key-file=server.key",
+            "--log-level=error",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(cwm_testkit::wait_for_port(port, Duration::from_secs(20)));
+    let port = port.to_string();
+    let out = bare_ctl(
+        d,
+        &[
+            "validate",
+            "--etcd",
+            "--etcd-host",
+            "127.0.0.1",
+            "--etcd-port",
+            &port,
+        ],
+    );
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "; the server at 127.0.0.1:{port} answered with TLS: set ETCD_CA_CERT or use an \
+             https:// endpoint"
+        )),
+        "{stderr}"
+    );
+}

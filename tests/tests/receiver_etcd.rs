@@ -466,3 +466,302 @@ fn keep_alive_post(conn: &mut std::net::TcpStream, path: &str, token: &str) -> u
     conn.write_all(request.as_bytes()).unwrap();
     cwm_tests::read_reply(conn).status
 }
+
+#[test]
+fn a_key_naming_an_unenforced_check_is_rejected_and_the_good_value_keeps_serving() {
+    let etcd = Etcd::start();
+    etcd.put("/cwm/ns/webhooks/guarded", LOG);
+    let rx = start(&etcd, &[]);
+    assert!(eventually(W, || rx
+        .post("/webhook/ns/guarded", "{}")
+        .status
+        == 200));
+
+    let hmac = r#"{"module":"log","hmac":{"secret":"s3cret","header":"X-HMAC-Signature"}}"#;
+    etcd.put("/cwm/ns/webhooks/guarded", hmac);
+    etcd.put("/cwm/ns/webhooks/fresh_hmac", hmac);
+    etcd.put("/cwm/ns/webhooks/plain", LOG);
+    assert!(eventually(W, || rx.post("/webhook/ns/plain", "{}").status == 200));
+    let listed = |key: &str| {
+        status(&rx)["provider"]["rejected"]
+            .as_array()
+            .and_then(|r| r.iter().find(|x| x["key"] == key).cloned())
+    };
+    let reason = "'hmac' is not enforced by this version of cwm; \
+                  the webhook is rejected rather than served unchecked";
+    assert!(eventually(W, || listed("/cwm/ns/webhooks/fresh_hmac")
+        .is_some_and(
+            |r| r["reason"] == reason && r["serving_previous"] == false
+        )));
+    let guarded = listed("/cwm/ns/webhooks/guarded").unwrap();
+    assert_eq!(guarded["reason"], reason);
+    assert_eq!(guarded["serving_previous"], true);
+    // No credentials: the new key is not served at all, the old value of the other keeps serving.
+    assert_eq!(rx.post("/webhook/ns/fresh_hmac", "{}").status, 404);
+    assert_eq!(rx.post("/webhook/ns/guarded", "{}").status, 200);
+    assert_eq!(health_etcd(&rx), "healthy");
+}
+
+// ------------------------------------------------------------------------------------------------
+// TLS to etcd: files that do not parse, and a plain endpoint that meets a TLS server.
+// ------------------------------------------------------------------------------------------------
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    cwm_testkit::require_binary("openssl", "openssl");
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// In `dir`: a CA (`ca.pem`) and, signed by it, a certificate for 127.0.0.1 (`server.pem`,
+/// `server.key`), all PEM.
+fn make_certs(dir: &std::path::Path) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |cmd: &str| openssl(dir, &cmd.split_whitespace().collect::<Vec<_>>());
+    run(&format!(
+        "req -x509 {ec} -keyout ca.key -out ca.pem -subj /CN=cwm-test-ca -days 1"
+    ));
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=server"
+    ));
+    run(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+         -days 1 -extfile server.ext",
+    );
+}
+
+/// An etcd that speaks TLS only (server certificate from [`make_certs`]), killed on drop.
+struct TlsEtcd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsEtcd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path());
+        let (port, peer) = (cwm_tests::free_port(), cwm_tests::free_port());
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let (client_url, peer_url) = (
+            format!("https://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{peer}"),
+        );
+        let child = std::process::Command::new(cwm_testkit::require_binary("etcd", "etcd-server"))
+            .arg("--name=tls")
+            .arg(format!("--data-dir={}", p("data")))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=tls={peer_url}"))
+            .arg(format!("--cert-file={}", p("server.pem")))
+            .arg(format!("--key-file={}", p("server.key")))
+            .arg("--log-level=error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        assert!(cwm_testkit::wait_for_port(port, Duration::from_secs(20)));
+        Self { child, port, dir }
+    }
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the receiver with `env` until it exits on its own (killed and failed if it still runs
+/// after 30 s, which means it started instead of refusing its settings).
+fn exit_of(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(cwm_tests::binary("cwm-receiver"))
+        .current_dir(dir)
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", cwm_tests::free_port().to_string())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cwm-receiver started with {env:?}; it should have refused to");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tls_files_that_do_not_parse_stop_startup_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    std::fs::write(d.join("garbage.pem"), "not PEM at all\n").unwrap();
+    let path = |f: &str| d.join(f).display().to_string();
+    let (ca, cert, key, garbage) = (
+        path("ca.pem"),
+        path("server.pem"),
+        path("server.key"),
+        path("garbage.pem"),
+    );
+    /// What, the TLS variables, the file the error names, what it says.
+    type Case<'a> = (&'a str, [(&'a str, &'a str); 3], &'a str, &'a str);
+    let cases: [Case; 5] = [
+        (
+            "bad CA file",
+            [
+                ("ETCD_CA_CERT", &garbage),
+                ("ETCD_CERT", &cert),
+                ("ETCD_KEY", &key),
+            ],
+            &garbage,
+            "CA certificate (ETCD_CA_CERT)",
+        ),
+        (
+            "a key as the CA",
+            [
+                ("ETCD_CA_CERT", &key),
+                ("ETCD_CERT", &cert),
+                ("ETCD_KEY", &key),
+            ],
+            &key,
+            "holds a private key, not a certificate",
+        ),
+        (
+            "bad certificate",
+            [
+                ("ETCD_CA_CERT", &ca),
+                ("ETCD_CERT", &garbage),
+                ("ETCD_KEY", &key),
+            ],
+            &garbage,
+            "client certificate (ETCD_CERT)",
+        ),
+        (
+            "bad key",
+            [
+                ("ETCD_CA_CERT", &ca),
+                ("ETCD_CERT", &cert),
+                ("ETCD_KEY", &garbage),
+            ],
+            &garbage,
+            "client key (ETCD_KEY)",
+        ),
+        (
+            "key given as the certificate",
+            [
+                ("ETCD_CA_CERT", &ca),
+                ("ETCD_CERT", &key),
+                ("ETCD_KEY", &key),
+            ],
+            &key,
+            "holds a private key, not a certificate (are ETCD_CERT and ETCD_KEY swapped?)",
+        ),
+    ];
+    for (what, tls, named, problem) in cases {
+        let mut env = vec![
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_HOST", "127.0.0.1"),
+            ("ETCD_PORT", "2379"),
+        ];
+        env.extend_from_slice(&tls);
+        let (code, stderr) = exit_of(d, &env);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(named) && stderr.contains(problem),
+            "{what}: stderr should name {named} and say {problem:?}: {stderr}"
+        );
+    }
+    // The certificate given as the key.
+    let (code, stderr) = exit_of(
+        d,
+        &[
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_CA_CERT", &ca),
+            ("ETCD_CERT", &cert),
+            ("ETCD_KEY", &cert),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "client key (ETCD_KEY) {cert}: holds a certificate"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
+    let etcd = TlsEtcd::start();
+    let endpoint = format!("127.0.0.1:{}", etcd.port);
+    let hint = format!(
+        "the server at {endpoint} answered with TLS: set ETCD_CA_CERT or use an https:// endpoint"
+    );
+    let port = etcd.port.to_string();
+    let rx = Receiver::start(
+        &[],
+        &[
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_HOST", "127.0.0.1"),
+            ("ETCD_PORT", &port),
+            ("ETCD_RECONNECT_INITIAL_MS", "100"),
+            ("ETCD_RECONNECT_MAX_MS", "500"),
+            ("CONFIG_RELOAD_ADMIN_TOKEN", "adm"),
+        ],
+    );
+    assert!(
+        eventually(W, || rx.stderr().contains(&hint)),
+        "{}",
+        rx.stderr()
+    );
+    assert_eq!(rx.get("/health").status, 503);
+    assert_eq!(health_etcd(&rx), "connecting");
+    let last_error = status(&rx)["provider"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last_error.contains(&hint), "{last_error}");
+
+    // Doing what the hint says works.
+    let ca = etcd.dir.path().join("ca.pem").display().to_string();
+    let https = format!("https://{endpoint}");
+    let rx = Receiver::start(
+        &[],
+        &[
+            ("CONFIG_BACKEND", "etcd"),
+            ("ETCD_ENDPOINTS", &https),
+            ("ETCD_CA_CERT", &ca),
+        ],
+    );
+    assert!(eventually(W, || rx.get("/health").status == 200));
+    assert!(
+        !rx.stderr().contains("answered with TLS"),
+        "{}",
+        rx.stderr()
+    );
+}

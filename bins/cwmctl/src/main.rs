@@ -2,19 +2,22 @@
 //!
 //! `import` copies webhooks.json / connections.json into etcd under a namespace, `export` writes a
 //! namespace back to files, `validate` checks files or etcd exactly as a receiver would load them.
-//! The ETCD_* variables are the receiver's. Exit codes: 0 success, 1 invalid entries or failed
-//! operation, 2 bad usage.
+//! The ETCD_* variables are the receiver's; their flags go before or after the subcommand. Exit
+//! codes: 0 success, 1 invalid entries (misplaced etcd keys included) or failed operation, 2 bad
+//! usage (bad flags or settings, TLS files that do not parse).
 #![forbid(unsafe_code)]
 
 #[path = "../../common/etcd_args.rs"]
 mod etcd_args;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use cwm_config::etcd::{EtcdSettings, connect};
+use cwm_config::etcd::{EtcdSettings, connect, tls_hint};
+use cwm_config::keys::namespace_webhooks_prefix;
 use cwm_config::migrate::{self, Action, Entries, ImportOptions, Invalid};
 use cwm_config::{ConfigError, ProcessEnv};
 use cwm_modules::{ModuleContext, Registry};
@@ -23,7 +26,8 @@ use cwm_modules::{ModuleContext, Registry};
 #[derive(Debug, Parser)]
 #[command(name = "cwmctl", version)]
 struct Cli {
-    #[command(flatten)]
+    /// Every etcd flag is global: accepted before or after the subcommand, listed in its --help.
+    #[command(flatten, next_help_heading = "etcd")]
     etcd: etcd_args::EtcdArgs,
 
     #[command(subcommand)]
@@ -156,8 +160,12 @@ async fn run(cli: Cli) -> Result<(), Failed> {
                 dry_run,
                 force,
             };
-            let mut client = connect(&settings).await?;
-            let report = migrate::import(&mut client, &settings.prefix, &entries, &options).await?;
+            let mut client = etcd_op(&settings, connect(&settings)).await?;
+            let report = etcd_op(
+                &settings,
+                migrate::import(&mut client, &settings.prefix, &entries, &options),
+            )
+            .await?;
             let verb = if dry_run { "would be " } else { "" };
             for (key, action) in &report.actions {
                 let what = match action {
@@ -195,14 +203,29 @@ async fn run(cli: Cli) -> Result<(), Failed> {
                     ));
                 }
             }
-            let mut client = connect(&settings).await?;
-            let (entries, invalid) = migrate::export(
-                &mut client,
-                &settings.prefix,
-                &namespace,
-                settings.page_size,
+            let mut client = etcd_op(&settings, connect(&settings)).await?;
+            let (entries, invalid) = etcd_op(
+                &settings,
+                migrate::export(
+                    &mut client,
+                    &settings.prefix,
+                    &namespace,
+                    settings.page_size,
+                ),
             )
             .await?;
+            let webhooks_prefix = namespace_webhooks_prefix(&settings.prefix, &namespace);
+            if entries.webhooks.is_empty()
+                && !invalid.iter().any(|i| i.key.starts_with(&webhooks_prefix))
+            {
+                return Err(Failed(
+                    1,
+                    format!(
+                        "namespace {namespace:?} has no webhooks in etcd (no key under \
+                         {webhooks_prefix}); nothing written"
+                    ),
+                ));
+            }
             print_invalid(&invalid);
             write_json(&files.webhooks, &entries.webhooks)?;
             write_json(&files.connections, &entries.connections)?;
@@ -247,15 +270,37 @@ async fn validate_etcd(
     settings: &EtcdSettings,
     registry: &Registry,
 ) -> Result<(usize, Vec<Invalid>), Failed> {
-    let mut client = connect(settings).await?;
-    Ok(migrate::validate_etcd(
-        &mut client,
-        &settings.prefix,
-        settings.page_size,
-        registry,
-        &ProcessEnv,
+    let mut client = etcd_op(settings, connect(settings)).await?;
+    etcd_op(
+        settings,
+        migrate::validate_etcd(
+            &mut client,
+            &settings.prefix,
+            settings.page_size,
+            registry,
+            &ProcessEnv,
+        ),
     )
-    .await?)
+    .await
+}
+
+/// Run one etcd operation. When it fails to talk to etcd over plain text, check whether the
+/// server speaks TLS and say so.
+async fn etcd_op<T>(
+    settings: &EtcdSettings,
+    op: impl Future<Output = Result<T, ConfigError>>,
+) -> Result<T, Failed> {
+    match op.await {
+        Ok(value) => Ok(value),
+        Err(ConfigError::Etcd(message)) => Err(Failed(
+            1,
+            match tls_hint(settings).await {
+                Some(hint) => format!("etcd: {message}; {hint}"),
+                None => format!("etcd: {message}"),
+            },
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn write_json(path: &Path, map: &serde_json::Map<String, serde_json::Value>) -> Result<(), Failed> {

@@ -21,11 +21,12 @@
 //! so the last good configuration keeps serving while etcd is away.
 //!
 //! The provider never writes to etcd (C9); [`connect`] and [`read_all`] are public so that the
-//! command-line tool reads the same way.
+//! command-line tool reads the same way, and [`tls_hint`] so that it explains a plain-text
+//! connection refused by a TLS server the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,6 +39,11 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, KvClient,
     TlsOptions, WatchOptions, WatchStream,
 };
+use rustls::InconsistentKeys;
+use rustls::RootCertStore;
+use rustls::pki_types::pem::{self, PemObject, SectionKind};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -87,8 +93,10 @@ const LIST_ATTEMPTS: usize = 3;
 
 /// Client TLS material (ETCD_CA_CERT, ETCD_CERT, ETCD_KEY): PEM files.
 ///
-/// The CA is required (this build carries no system root store); the client certificate and key
-/// are optional but go together (mutual TLS).
+/// Without a CA the server is verified against the Mozilla root store built into the binary
+/// (`webpki-roots`); the client certificate and key are optional but go together (mutual TLS).
+/// [`EtcdSettings::validated`] reads and parses every file, so a file that cannot work stops
+/// startup with its path and the problem named.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EtcdTls {
     pub ca: Option<PathBuf>,
@@ -103,8 +111,8 @@ pub struct EtcdTls {
 /// `Debug` never prints the password.
 #[derive(Clone)]
 pub struct EtcdSettings {
-    /// `host:port`, `http://host:port` or `https://host:port`. Without a scheme, TLS settings
-    /// decide between http and https.
+    /// `host:port`, `http://host:port` or `https://host:port`. Without a scheme, TLS is used when
+    /// TLS files are set or another endpoint is `https://` ([`EtcdSettings::uses_tls`]).
     pub endpoints: Vec<String>,
     /// Key prefix, normalised by [`EtcdSettings::validated`] to end in exactly one `/`.
     pub prefix: String,
@@ -208,6 +216,14 @@ impl EtcdSettings {
                 ));
             }
         }
+        if self.uses_tls()
+            && let Some(plain) = self.endpoints.iter().find(|e| e.starts_with("http://"))
+        {
+            return bad(format!(
+                "etcd: endpoint {plain:?} is plain http but another endpoint is https://; \
+                 use one scheme for every endpoint"
+            ));
+        }
         if self.prefix.is_empty() {
             return bad("etcd: the key prefix must not be empty".into());
         }
@@ -219,23 +235,10 @@ impl EtcdSettings {
             ));
         }
         if let Some(tls) = &self.tls {
-            let Some(ca) = &tls.ca else {
-                return bad("etcd TLS: a CA certificate (ETCD_CA_CERT) is required".into());
-            };
             if tls.cert.is_some() != tls.key.is_some() {
                 return bad("etcd TLS: ETCD_CERT and ETCD_KEY must be set together".into());
             }
-            for path in [Some(ca), tls.cert.as_ref(), tls.key.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                if !path.is_file() {
-                    return bad(format!(
-                        "etcd TLS: {} is not a readable file",
-                        path.display()
-                    ));
-                }
-            }
+            load_tls(tls)?;
         }
         let positive = [
             ("reconnect_initial", self.reconnect_initial),
@@ -257,6 +260,12 @@ impl EtcdSettings {
             return bad("etcd: page_size must be at least 1".into());
         }
         Ok(self)
+    }
+
+    /// Whether connections use TLS: TLS files are set or an endpoint is `https://`. Endpoints
+    /// without a scheme then use TLS too.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.endpoints.iter().any(|e| e.starts_with("https://"))
     }
 
     /// `(user, password)` when both are non-empty.
@@ -350,8 +359,8 @@ pub async fn connect(settings: &EtcdSettings) -> Result<Client, ConfigError> {
     if let Some((user, password)) = settings.credentials() {
         options = options.with_user(user, password);
     }
-    if let Some(tls) = &settings.tls {
-        options = options.with_tls(tls_options(tls).await?);
+    if settings.uses_tls() {
+        options = options.with_tls(tls_options(settings.tls.clone().unwrap_or_default()).await?);
     }
     let bound = settings.connect_timeout + settings.request_timeout;
     match tokio::time::timeout(bound, Client::connect(&settings.endpoints, Some(options))).await {
@@ -365,23 +374,224 @@ pub async fn connect(settings: &EtcdSettings) -> Result<Client, ConfigError> {
     }
 }
 
-async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, ConfigError> {
-    async fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
-        tokio::fs::read(path)
-            .await
-            .map_err(|source| ConfigError::Io {
-                path: path.clone(),
-                source,
-            })
+/// TLS options from the files, read and checked again for every connection (certificates may be
+/// renewed in place): the CA, or the Mozilla roots without one, and the client identity.
+async fn tls_options(tls: EtcdTls) -> Result<TlsOptions, ConfigError> {
+    let loaded = tokio::task::spawn_blocking(move || load_tls(&tls))
+        .await
+        .map_err(|e| ConfigError::Setting(format!("etcd TLS: reading the files failed: {e}")))??;
+    Ok(loaded.into_options())
+}
+
+/// The TLS files' contents, each checked.
+struct LoadedTls {
+    /// The CA file as it was read.
+    ca: Option<Vec<u8>>,
+    /// The client certificate and key files as they were read.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl LoadedTls {
+    /// Trust the CA, or the Mozilla roots without one; present the identity when there is one.
+    fn into_options(self) -> TlsOptions {
+        let options = match self.ca {
+            Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+            None => TlsOptions::new().trust_anchors(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        };
+        match self.identity {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
+        }
     }
-    let mut options = TlsOptions::new();
-    if let Some(ca) = &tls.ca {
-        options = options.ca_certificate(Certificate::from_pem(read(ca).await?));
+}
+
+/// Which TLS file, to name it in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFile {
+    Ca,
+    Cert,
+    Key,
+}
+
+impl TlsFile {
+    fn name(self) -> &'static str {
+        match self {
+            TlsFile::Ca => "CA certificate (ETCD_CA_CERT)",
+            TlsFile::Cert => "client certificate (ETCD_CERT)",
+            TlsFile::Key => "client key (ETCD_KEY)",
+        }
     }
-    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        options = options.identity(Identity::from_pem(read(cert).await?, read(key).await?));
+
+    fn error(self, path: &Path, problem: impl fmt::Display) -> ConfigError {
+        ConfigError::Setting(format!(
+            "etcd TLS: {} {}: {problem}",
+            self.name(),
+            path.display()
+        ))
     }
-    Ok(options)
+}
+
+/// A TLS file's bytes and its PEM blocks of known kinds.
+struct Pem {
+    bytes: Vec<u8>,
+    blocks: Vec<(SectionKind, Vec<u8>)>,
+}
+
+impl Pem {
+    fn read(what: TlsFile, path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| what.error(path, format_args!("cannot be read: {e}")))?;
+        let blocks = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                let problem = match e {
+                    pem::Error::MissingSectionEnd { .. } => {
+                        "is not valid PEM: a block has no -----END line".to_owned()
+                    }
+                    pem::Error::IllegalSectionStart { .. } => {
+                        "is not valid PEM: a -----BEGIN line is malformed".to_owned()
+                    }
+                    pem::Error::Base64Decode(e) => {
+                        format!("is not valid PEM: a block is not valid base64 ({e})")
+                    }
+                    other => format!("is not valid PEM: {other}"),
+                };
+                what.error(path, problem)
+            })?;
+        Ok(Self { bytes, blocks })
+    }
+
+    fn has(&self, kind: SectionKind) -> bool {
+        self.blocks.iter().any(|(k, _)| *k == kind)
+    }
+
+    fn has_private_key(&self) -> bool {
+        self.blocks.iter().any(|(k, _)| {
+            matches!(
+                k,
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+            )
+        })
+    }
+
+    fn mentions(&self, text: &str) -> bool {
+        self.bytes.windows(text.len()).any(|w| w == text.as_bytes())
+    }
+
+    /// Every certificate, each parsed as X.509; at least one.
+    fn certificates(
+        &self,
+        what: TlsFile,
+        path: &Path,
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let certs: Vec<CertificateDer<'static>> = self
+            .blocks
+            .iter()
+            .filter(|(k, _)| *k == SectionKind::Certificate)
+            .map(|(_, der)| CertificateDer::from(der.clone()))
+            .collect();
+        if certs.is_empty() {
+            let problem = if self.has_private_key() {
+                match what {
+                    TlsFile::Cert => {
+                        "holds a private key, not a certificate (are ETCD_CERT and ETCD_KEY \
+                         swapped?)"
+                    }
+                    _ => "holds a private key, not a certificate",
+                }
+            } else if self.mentions("-----BEGIN") {
+                "holds no certificate (no -----BEGIN CERTIFICATE----- block)"
+            } else {
+                "is not a PEM certificate (no -----BEGIN CERTIFICATE----- block; a DER file \
+                 must be converted to PEM)"
+            };
+            return Err(what.error(path, problem));
+        }
+        for (i, cert) in certs.iter().enumerate() {
+            RootCertStore::empty().add(cert.clone()).map_err(|e| {
+                // rustls words this for a peer's certificate; only the reason applies here.
+                let reason = match e {
+                    rustls::Error::InvalidCertificate(reason) => format!("{reason:?}"),
+                    other => other.to_string(),
+                };
+                what.error(
+                    path,
+                    format_args!(
+                        "certificate {} of the file is not valid X.509 ({reason})",
+                        i + 1
+                    ),
+                )
+            })?;
+        }
+        Ok(certs)
+    }
+
+    /// The first private key.
+    fn private_key(&self, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+        let what = TlsFile::Key;
+        if let Some(key) = self
+            .blocks
+            .iter()
+            .find_map(|(kind, der)| PrivateKeyDer::from_pem(*kind, der.clone()))
+        {
+            return Ok(key);
+        }
+        let problem = if self.has(SectionKind::Certificate) {
+            "holds a certificate, not a private key (are ETCD_CERT and ETCD_KEY swapped?)"
+        } else if self.mentions("ENCRYPTED PRIVATE KEY") {
+            "holds an encrypted private key; the key must be unencrypted"
+        } else if self.mentions("-----BEGIN") {
+            "holds no private key (no -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or \
+             EC PRIVATE KEY block)"
+        } else {
+            "is not a PEM private key (no -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or \
+             EC PRIVATE KEY block; a DER file must be converted to PEM)"
+        };
+        Err(what.error(path, problem))
+    }
+}
+
+/// Read and check the TLS files the way the TLS layer will use them, naming the file and the
+/// problem: a CA that holds no parsable certificate, a certificate file that holds a key (or the
+/// reverse), a key rustls cannot use, a key that does not belong to the certificate.
+fn load_tls(tls: &EtcdTls) -> Result<LoadedTls, ConfigError> {
+    let ca = match &tls.ca {
+        Some(path) => {
+            let pem = Pem::read(TlsFile::Ca, path)?;
+            pem.certificates(TlsFile::Ca, path)?;
+            Some(pem.bytes)
+        }
+        None => None,
+    };
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert = Pem::read(TlsFile::Cert, cert_path)?;
+            let chain = cert.certificates(TlsFile::Cert, cert_path)?;
+            let key = Pem::read(TlsFile::Key, key_path)?;
+            let signing = rustls::crypto::ring::default_provider()
+                .key_provider
+                .load_private_key(key.private_key(key_path)?)
+                .map_err(|e| {
+                    TlsFile::Key.error(key_path, format_args!("the key cannot be used: {e}"))
+                })?;
+            match CertifiedKey::new(chain, signing).keys_match() {
+                Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+                Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+                    return Err(TlsFile::Key.error(
+                        key_path,
+                        format_args!(
+                            "does not belong to the client certificate {}",
+                            cert_path.display()
+                        ),
+                    ));
+                }
+                Err(e) => return Err(TlsFile::Cert.error(cert_path, e)),
+            }
+            Some((cert.bytes, key.bytes))
+        }
+        _ => None,
+    };
+    Ok(LoadedTls { ca, identity })
 }
 
 /// Read every key under `prefix` at one revision, in pages of at most `page_size` keys and about
@@ -424,6 +634,9 @@ struct Failure {
     /// The auth token was refused (expired): rebuild the client and resync.
     auth: bool,
     message: String,
+    /// The connection failed below gRPC after it was made (see [`is_transport_failure`]): over
+    /// plain text, worth asking whether the server speaks TLS ([`tls_hint`]).
+    transport: bool,
 }
 
 impl Failure {
@@ -431,6 +644,7 @@ impl Failure {
         Self {
             auth: false,
             message: message.into(),
+            transport: false,
         }
     }
 }
@@ -440,8 +654,114 @@ impl From<etcd_client::Error> for Failure {
         Self {
             auth: is_auth_expired(&e),
             message: describe(&e),
+            transport: is_transport_failure(&e),
         }
     }
+}
+
+/// A failure of the client's transport rather than an answer from etcd, and not a TCP connection
+/// that could not be made: the server closed or reset the connection, or sent something that is
+/// not HTTP/2. What a TLS server does with plain-text HTTP/2 (etcd closes the connection without
+/// a word; a TLS proxy answers with a TLS alert, which HTTP/2 reads as an oversized frame).
+fn is_transport_failure(e: &etcd_client::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match e {
+        // An answer from etcd carries no source; the client's own failures do.
+        etcd_client::Error::GRpcStatus(s) => std::error::Error::source(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    let transport = cause.is_some();
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            )
+        }) {
+            return false;
+        }
+        cause = c.source();
+    }
+    transport
+}
+
+/// Why a plain-text connection to etcd may have failed: the first endpoint that answers a TLS
+/// ClientHello with TLS, as a hint for the operator ("the server at X answered with TLS: set
+/// ETCD_CA_CERT or use an https:// endpoint"). `None` when TLS is configured or no endpoint
+/// speaks TLS. Probes every endpoint at once, within the connect timeout; sends nothing but the
+/// hello.
+pub async fn tls_hint(settings: &EtcdSettings) -> Option<String> {
+    if settings.uses_tls() {
+        return None;
+    }
+    let mut probes = tokio::task::JoinSet::new();
+    for endpoint in &settings.endpoints {
+        let endpoint = endpoint.clone();
+        probes.spawn(async move { speaks_tls(&endpoint).await.then_some(endpoint) });
+    }
+    let first = async {
+        while let Some(probe) = probes.join_next().await {
+            if let Ok(Some(endpoint)) = probe {
+                return Some(endpoint);
+            }
+        }
+        None
+    };
+    let endpoint = tokio::time::timeout(settings.connect_timeout, first)
+        .await
+        .ok()
+        .flatten()?;
+    Some(format!(
+        "the server at {endpoint} answered with TLS: set ETCD_CA_CERT or use an https:// \
+         endpoint"
+    ))
+}
+
+/// Whether the server at a plain endpoint answers a TLS ClientHello with a TLS record
+/// (a handshake or an alert).
+async fn speaks_tls(endpoint: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok((host, port)) = parse_endpoint(endpoint) else {
+        return false;
+    };
+    // etcd-client turns a bare endpoint into http://, whose default port is 80.
+    let port = port.unwrap_or(80);
+    let Some(hello) = client_hello(host) else {
+        return false;
+    };
+    let Ok(mut stream) = tokio::net::TcpStream::connect((host, port)).await else {
+        return false;
+    };
+    if stream.write_all(&hello).await.is_err() {
+        return false;
+    }
+    let mut head = [0_u8; 2];
+    // 0x16: handshake (ServerHello), 0x15: alert; then the major version, 3.
+    stream.read_exact(&mut head).await.is_ok() && matches!(head, [0x15 | 0x16, 0x03])
+}
+
+/// The bytes of a TLS ClientHello for `host`.
+fn client_hello(host: &str) -> Option<Vec<u8>> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .or_else(|_| rustls::pki_types::ServerName::try_from("localhost"))
+        .ok()?;
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let mut hello = Vec::new();
+    connection.write_tls(&mut hello).ok()?;
+    Some(hello)
 }
 
 /// A short description of an etcd-client error: gRPC code and message, without metadata.
@@ -452,7 +772,11 @@ fn describe(e: &etcd_client::Error) -> String {
             // Transport and TLS failures keep their cause in the source chain.
             let mut source = std::error::Error::source(s);
             while let Some(cause) = source {
-                text.push_str(&format!(" ({cause})"));
+                let cause_text = cause.to_string();
+                // Layers often repeat their cause's text; say each thing once.
+                if !text.contains(&cause_text) {
+                    text.push_str(&format!(" ({cause_text})"));
+                }
                 source = cause.source();
             }
             text
@@ -739,7 +1063,7 @@ impl<C: Compiler> EtcdProvider<C> {
             prefix = %shared.settings.prefix,
             default_namespace = %shared.settings.default_namespace,
             auth = shared.settings.credentials().is_some(),
-            tls = shared.settings.tls.is_some(),
+            tls = shared.settings.uses_tls(),
             "starting etcd configuration provider"
         );
         let task_shared = shared.clone();
@@ -871,7 +1195,7 @@ pub(crate) fn evaluate<'k, C: Compiler>(
 
 /// The verdict on one key.
 pub(crate) enum Entry<'k, W> {
-    /// Not part of the layout (debug log only).
+    /// Not part of the layout (debug log only; `cwmctl validate` reports it).
     Ignored,
     /// In the layout's shape but unusable: not UTF-8, invalid namespace, empty name.
     BadKey(String),
@@ -938,17 +1262,28 @@ impl<C: Compiler> Worker<C> {
                     drop(client);
                     failure
                 }
-                Err(ConfigError::Etcd(message)) => Failure::other(message),
+                // Authentication happens while connecting: a transport failure is possible.
+                Err(ConfigError::Etcd(message)) => Failure {
+                    transport: true,
+                    ..Failure::other(message)
+                },
                 Err(e) => Failure::other(e.to_string()),
             };
-            let message = self.shared.settings.redact(failure.message);
+            let auth = failure.auth;
+            let mut message = failure.message;
+            if failure.transport
+                && let Some(hint) = tls_hint(&self.shared.settings).await
+            {
+                message = format!("{message}; {hint}");
+            }
+            let message = self.shared.settings.redact(message);
             let loaded = self.shared.store.is_loaded();
             if loaded {
                 self.shared.set_state(STATE_DISCONNECTED);
-                self.next_reason = Some(if failure.auth { "auth" } else { "reconnect" });
+                self.next_reason = Some(if auth { "auth" } else { "reconnect" });
             }
             self.shared.record_error(&message);
-            if failure.auth && self.auth_retry {
+            if auth && self.auth_retry {
                 // An expired token: a new client authenticates afresh. Pending admin reloads are
                 // served by that attempt.
                 self.auth_retry = false;
@@ -1083,6 +1418,7 @@ impl<C: Compiler> Worker<C> {
                 return Err(Failure {
                     auth: why.contains("permission denied") || why.contains("auth token"),
                     message: format!("etcd cancelled the watch: {why}"),
+                    transport: false,
                 });
             }
             // A follower's header may lag the linearizable listing a little, so headers only
@@ -1700,7 +2036,11 @@ mod tests {
                 ..ok()
             },
             EtcdSettings {
-                tls: Some(EtcdTls::default()),
+                // A certificate without its key (TLS without any file is fine: built-in roots).
+                tls: Some(EtcdTls {
+                    cert: Some("/nonexistent/client.pem".into()),
+                    ..EtcdTls::default()
+                }),
                 ..ok()
             },
             EtcdSettings {
@@ -1763,6 +2103,48 @@ mod tests {
             s.redact("failed for s3cr3t-pw".into()),
             "failed for <redacted>"
         );
+    }
+
+    #[test]
+    fn tls_trusts_the_ca_or_else_the_mozilla_roots() {
+        let roots = |ca: Option<Vec<u8>>| {
+            let options = LoadedTls { ca, identity: None }.into_options();
+            !format!("{options:?}").contains("trust_anchors: []")
+        };
+        assert!(roots(None), "no CA: the built-in roots");
+        assert!(!roots(Some(b"a CA".to_vec())), "a CA: only that CA");
+        assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 50);
+    }
+
+    #[test]
+    fn https_endpoints_mean_tls() {
+        let s = |endpoints: &[&str]| EtcdSettings {
+            endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+            ..EtcdSettings::default()
+        };
+        assert!(!s(&["h1:2379", "http://h2:2379"]).uses_tls());
+        assert!(s(&["https://h1:2379"]).uses_tls());
+        assert!(s(&["https://h1:2379"]).validated().is_ok(), "no CA needed");
+        let mixed = s(&["https://h1:2379", "http://h2:2379"])
+            .validated()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            mixed.contains("\"http://h2:2379\" is plain http"),
+            "{mixed}"
+        );
+    }
+
+    #[test]
+    fn transport_failures() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_transport_failure(&etcd_client::Error::IoError(refused)));
+        let closed = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_transport_failure(&etcd_client::Error::IoError(closed)));
+        // An answer from etcd.
+        let answer = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("no leader"));
+        assert!(!is_transport_failure(&answer));
     }
 
     #[test]

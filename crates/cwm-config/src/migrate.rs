@@ -90,6 +90,10 @@ pub fn validate_entries<C: Compiler>(
 
 /// Validate every key under `prefix` in etcd (all namespaces and the connections).
 /// Returns the number of keys checked and the refused ones.
+///
+/// A key under the prefix that fits neither layout (`/cwm/default/webhook/x`,
+/// `/cwm/global/connection/y`, `/cwm/x`) is refused too: receivers ignore it, so it is most
+/// likely a webhook or connection put at the wrong place.
 pub async fn validate_etcd<C: Compiler>(
     client: &mut Client,
     prefix: &str,
@@ -102,7 +106,11 @@ pub async fn validate_etcd<C: Compiler>(
     let mut checked = 0;
     for (key, value) in &kvs {
         let reason = match crate::etcd::evaluate(prefix, compiler, env, key, value) {
-            Entry::Ignored => continue,
+            Entry::Ignored => Some(format!(
+                "fits neither {prefix}{{namespace}}/webhooks/{{id}} nor \
+                 {prefix}{}/connections/{{name}}; receivers ignore it",
+                crate::keys::GLOBAL
+            )),
             Entry::BadKey(reason) => Some(reason),
             Entry::Webhook { result, .. } => result.err(),
             Entry::Connection { result, .. } => result.err(),

@@ -1069,10 +1069,10 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
-fn tls_etcd() -> TlsEtcd {
+/// A CA (`ca.pem`, `ca.key`) and, signed by it for 127.0.0.1, a server (`server.pem`,
+/// `server.key`) and a client (`client.pem`, `client.key`) certificate, all PEM, in `d`.
+fn make_certs(d: &std::path::Path) {
     cwm_testkit::require_binary("openssl", "openssl");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let ec = [
         "-newkey",
         "ec",
@@ -1147,6 +1147,12 @@ fn tls_etcd() -> TlsEtcd {
             ],
         );
     }
+}
+
+fn tls_etcd() -> TlsEtcd {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
     let (port, peer) = (cwm_testkit::free_port(), cwm_testkit::free_port());
     let client_url = format!("https://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -1230,4 +1236,234 @@ async fn tls_with_client_certificate() {
     );
     p.shutdown().await;
     no_client_cert.shutdown().await;
+}
+
+/// A plain endpoint that meets a TLS server: the error says that TLS is probably needed and how
+/// to turn it on. An https:// endpoint without a CA uses TLS with the built-in roots, which do
+/// not hold the test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_endpoint_against_tls_etcd_hints_at_tls() {
+    let etcd = tokio::task::block_in_place(tls_etcd);
+    let endpoint = format!("127.0.0.1:{}", etcd.port);
+    let hint = format!(
+        "the server at {endpoint} answered with TLS: set ETCD_CA_CERT or use an https:// endpoint"
+    );
+    for plain in [endpoint.clone(), format!("http://{endpoint}")] {
+        let p = start(settings(plain.clone()));
+        let last_error = || p.status().last_error.unwrap_or_default();
+        wait_until("the TLS hint", Duration::from_secs(15), || {
+            last_error().contains(&hint.replace(&endpoint, &plain))
+        })
+        .await;
+        assert_eq!(p.state(), BackendState::Connecting);
+        let error = p
+            .wait_loaded(Duration::from_millis(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("answered with TLS"), "{error}");
+        p.shutdown().await;
+    }
+
+    // cwmctl's path: the listing fails, then `tls_hint` names the server.
+    let plain = settings(endpoint.clone()).validated().unwrap();
+    let mut c = cwm_config::etcd::connect(&plain).await.unwrap();
+    assert!(read_all(&mut c, "/cwm/", 10).await.is_err());
+    assert_eq!(cwm_config::etcd::tls_hint(&plain).await, Some(hint));
+
+    // Nothing listens: no hint.
+    let closed = settings(format!("127.0.0.1:{}", cwm_testkit::free_port()));
+    assert_eq!(cwm_config::etcd::tls_hint(&closed).await, None);
+    // A plain etcd: no hint.
+    let plain_etcd = tokio::task::block_in_place(Etcd::start);
+    assert_eq!(
+        cwm_config::etcd::tls_hint(&settings(plain_etcd.endpoint())).await,
+        None
+    );
+    // TLS configured: no hint.
+    let https = settings(format!("https://{endpoint}"));
+    assert_eq!(cwm_config::etcd::tls_hint(&https).await, None);
+
+    // https:// without ETCD_CA_CERT: TLS, verified against the built-in roots.
+    let p = start(https);
+    wait_until("a certificate error", Duration::from_secs(15), || {
+        p.status()
+            .last_error
+            .is_some_and(|e| e.contains("UnknownIssuer"))
+    })
+    .await;
+    assert!(!p.status().last_error.unwrap().contains("answered with TLS"));
+    p.shutdown().await;
+}
+
+/// TLS files that cannot work are refused by `validated()` (so the receiver exits 2 at startup),
+/// naming the file and the problem.
+#[test]
+fn tls_files_that_do_not_parse_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let file = |name: &str, text: &str| {
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_text = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+    let garbage = file("garbage.pem", "this is not a certificate\n");
+    let truncated = file("truncated.pem", &ca_text[..ca_text.len() / 2]);
+    let bad_base64 = file(
+        "bad_base64.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let bad_der = file(
+        "bad_der.pem",
+        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+    );
+    let csr = d.join("client.csr");
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "client.key",
+            "-out",
+            "encrypted.key",
+            "-passout",
+            "pass:secret",
+        ],
+    );
+    let tls = |ca: Option<&std::path::Path>, pair: Option<(&str, &std::path::Path)>| {
+        let pair = pair.map(|(cert, key)| (d.join(cert), key.to_owned()));
+        EtcdSettings {
+            tls: Some(cwm_config::EtcdTls {
+                ca: ca.map(std::path::Path::to_owned),
+                cert: pair.as_ref().map(|(c, _)| c.clone()),
+                key: pair.map(|(_, k)| k),
+            }),
+            ..settings("127.0.0.1:2379".into())
+        }
+        .validated()
+        .map(|_| ())
+    };
+    let key = |name: &str| d.join(name);
+    let cases: Vec<(
+        &str,
+        Result<(), cwm_config::ConfigError>,
+        std::path::PathBuf,
+        &str,
+    )> = vec![
+        (
+            "garbage CA",
+            tls(Some(&garbage), None),
+            garbage.clone(),
+            "CA certificate (ETCD_CA_CERT)",
+        ),
+        (
+            "garbage CA, says what it expected",
+            tls(Some(&garbage), None),
+            garbage.clone(),
+            "no -----BEGIN CERTIFICATE----- block",
+        ),
+        (
+            "truncated CA",
+            tls(Some(&truncated), None),
+            truncated.clone(),
+            "is not valid PEM",
+        ),
+        (
+            "CA not base64",
+            tls(Some(&bad_base64), None),
+            bad_base64.clone(),
+            "not valid base64",
+        ),
+        (
+            "CA not X.509",
+            tls(Some(&bad_der), None),
+            bad_der.clone(),
+            "is not valid X.509",
+        ),
+        (
+            "a key as CA",
+            tls(Some(&key("ca.key")), None),
+            key("ca.key"),
+            "holds a private key, not a certificate",
+        ),
+        (
+            "a CSR as CA",
+            tls(Some(&csr), None),
+            csr.clone(),
+            "holds no certificate",
+        ),
+        (
+            "missing CA",
+            tls(Some(&key("missing.pem")), None),
+            key("missing.pem"),
+            "cannot be read",
+        ),
+        (
+            "garbage certificate",
+            tls(None, Some(("garbage.pem", &key("client.key")))),
+            garbage.clone(),
+            "client certificate (ETCD_CERT)",
+        ),
+        (
+            "key given as the certificate",
+            tls(None, Some(("client.key", &key("client.key")))),
+            key("client.key"),
+            "holds a private key, not a certificate (are ETCD_CERT and ETCD_KEY swapped?)",
+        ),
+        (
+            "certificate given as the key",
+            tls(None, Some(("client.pem", &key("client.pem")))),
+            key("client.pem"),
+            "client key (ETCD_KEY)",
+        ),
+        (
+            "certificate given as the key, swapped?",
+            tls(None, Some(("client.pem", &key("client.pem")))),
+            key("client.pem"),
+            "holds a certificate, not a private key",
+        ),
+        (
+            "garbage key",
+            tls(None, Some(("client.pem", &garbage))),
+            garbage.clone(),
+            "is not a PEM private key",
+        ),
+        (
+            "encrypted key",
+            tls(None, Some(("client.pem", &key("encrypted.key")))),
+            key("encrypted.key"),
+            "encrypted private key",
+        ),
+        (
+            "the key of another certificate",
+            tls(None, Some(("client.pem", &key("server.key")))),
+            key("server.key"),
+            "does not belong to the client certificate",
+        ),
+    ];
+    for (what, result, path, expected) in cases {
+        let message = result.expect_err(what).to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(expected),
+            "{what}: {message:?} should name {} and say {expected:?}",
+            path.display()
+        );
+    }
+    // Good files: with a CA, without one (built-in roots), with or without a client identity.
+    tls(
+        Some(&d.join("ca.pem")),
+        Some(("client.pem", &key("client.key"))),
+    )
+    .unwrap();
+    tls(Some(&d.join("ca.pem")), None).unwrap();
+    tls(None, Some(("client.pem", &key("client.key")))).unwrap();
+    // A CA bundle holding several certificates.
+    let bundle = file(
+        "bundle.pem",
+        &(ca_text.clone() + &std::fs::read_to_string(d.join("server.pem")).unwrap()),
+    );
+    tls(Some(&bundle), None).unwrap();
 }
