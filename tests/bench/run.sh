@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash http.sh
+bash edge.sh
 bash etcd.sh
