@@ -1,48 +1,10 @@
-//! The `authorization` validator (pipeline.md 3.1) and the admin token check (1.5), both
-//! compared in constant time.
+//! The admin token check (`CONFIG_RELOAD_ADMIN_TOKEN`, also `STATS_AUTH_TOKEN`), compared in
+//! constant time. Webhook checks are validators in `cwm-modules`.
 
 use subtle::ConstantTimeEq;
 
-/// Longest `Authorization` header the validator looks at.
-const MAX_HEADER_CHARS: usize = 8192;
-
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
-}
-
-/// Check a webhook's `authorization` setting against the request header. `Err` is the 401 detail.
-pub fn check_webhook(config: &str, header: Option<&[u8]>) -> Result<(), String> {
-    let expected = config.trim();
-    if expected.is_empty() {
-        return Ok(());
-    }
-    let raw = header.unwrap_or_default();
-    if raw.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err("Invalid header format: contains forbidden character".into());
-    }
-    let header = String::from_utf8_lossy(raw);
-    let n = header.chars().count();
-    if n > MAX_HEADER_CHARS {
-        return Err(format!("Header too long: {n} characters (max: 8192)"));
-    }
-    let header = header.trim();
-    if let Some(token) = expected.strip_prefix("Bearer ") {
-        let Some(given) = header.strip_prefix("Bearer ") else {
-            return Err("Invalid Bearer token format: must start with 'Bearer '".into());
-        };
-        if given.starts_with(char::is_whitespace) {
-            return Err("Invalid Bearer token format: token cannot start with whitespace".into());
-        }
-        if ct_eq(given.trim_end().as_bytes(), token.trim_end().as_bytes()) {
-            return Ok(());
-        }
-        return Err("Unauthorized".into());
-    }
-    if ct_eq(header.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err("Unauthorized".into())
-    }
 }
 
 /// Why an admin request is refused.
@@ -77,47 +39,6 @@ pub fn check_admin(configured: Option<&str>, header: Option<&[u8]>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer() {
-        let c = "Bearer s3cret";
-        assert_eq!(check_webhook(c, Some(b"Bearer s3cret")), Ok(()));
-        assert_eq!(check_webhook(c, Some(b"  Bearer s3cret  ")), Ok(()));
-        assert_eq!(
-            check_webhook(c, Some(b"Bearer wrong")).unwrap_err(),
-            "Unauthorized"
-        );
-        assert!(
-            check_webhook(c, None)
-                .unwrap_err()
-                .contains("must start with 'Bearer '")
-        );
-        assert!(
-            check_webhook(c, Some(b"Bearer  s3cret"))
-                .unwrap_err()
-                .contains("whitespace")
-        );
-        assert!(check_webhook(c, Some(b"s3cret")).is_err());
-        assert!(
-            check_webhook(c, Some(b"Bearer s3cret\n"))
-                .unwrap_err()
-                .contains("forbidden")
-        );
-        let long = format!("Bearer {}", "a".repeat(9000));
-        assert!(
-            check_webhook(c, Some(long.as_bytes()))
-                .unwrap_err()
-                .contains("too long")
-        );
-    }
-
-    #[test]
-    fn static_token_and_blank_config() {
-        assert_eq!(check_webhook("secret", Some(b"secret")), Ok(()));
-        assert!(check_webhook("secret", Some(b"Bearer secret")).is_err());
-        assert!(check_webhook("secret", None).is_err());
-        assert_eq!(check_webhook("   ", None), Ok(()));
-    }
 
     #[test]
     fn admin() {

@@ -1,8 +1,9 @@
 //! The webhook request path: `POST /webhook/{id}` and `POST /webhook/{namespace}/{id}`.
 //!
 //! Order (the upstream's, as amended by DECISIONS H2-H5): namespace, config loaded, id, lookup,
-//! declared size, authorization, header limits, streamed body with its limit and idle timeout,
-//! decoding, credential cleanup, delivery. Nothing here awaits the config backend: the lookup is a
+//! declared size, the checks that need only the request head (validators), header limits,
+//! streamed body with its limit and idle timeout, the checks that need the body, decoding,
+//! credential cleanup, delivery. Nothing here awaits the config backend: the lookup is a
 //! snapshot load. An answer given before the body was read leaves the body to the caller, which
 //! drains it so the client reads the answer.
 
@@ -11,14 +12,16 @@ use std::time::{Instant, SystemTime};
 
 use cwm_config::names::{is_valid_namespace, validate_webhook_id};
 use cwm_config::{Ack, BackendState, DataType, RetryPolicy};
-use cwm_modules::{CompiledWebhook, Event, Payload, Sink, SinkError};
+use cwm_modules::{
+    CompiledWebhook, Denial, Event, Payload, RequestHead, Sink, SinkError, Validators,
+};
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body;
 use crate::hooks::HookState;
 use crate::response::{self, Body};
-use crate::{Inner, RequestBody, json};
+use crate::{Inner, PeerAddr, RequestBody, json};
 
 const MAX_HEADERS: usize = 100;
 const MAX_HEADER_BYTES: usize = 8192;
@@ -110,14 +113,15 @@ where
     {
         return too_large(Some(len), max);
     }
-    if let Some(expected) = &hook.config.authorization {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        if let Err(msg) = crate::auth::check_webhook(expected, header) {
-            return response::detail(StatusCode::UNAUTHORIZED, &msg);
-        }
+    let head = RequestHead {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
+    };
+    if let Err(d) = Validators::run(hook.validators.head(), &head, &[]).await {
+        return denied(d, settings.retry_after_seconds);
     }
     let mut headers = match collect_headers(&parts.headers) {
         Ok(h) => h,
@@ -130,6 +134,9 @@ where
         Ok(b) => b,
         Err(e) => return e.answer(too_large(None, max)),
     };
+    if let Err(d) = Validators::run(hook.validators.body(), &head, &bytes).await {
+        return denied(d, settings.retry_after_seconds);
+    }
     let payload = match hook.config.data_type {
         DataType::Blob => Payload::Blob(bytes),
         DataType::Json => {
@@ -237,6 +244,27 @@ async fn deliver(
             return Err(err);
         }
         tokio::time::sleep_until(wake).await;
+    }
+}
+
+/// The answer to a refused request (DECISIONS H2).
+fn denied(d: Denial, retry_after: u32) -> Response<Body> {
+    match d {
+        Denial::Unauthorized(m) => response::detail(StatusCode::UNAUTHORIZED, &m),
+        Denial::Forbidden(m) => response::detail(StatusCode::FORBIDDEN, &m),
+        Denial::Invalid(m) => response::detail(StatusCode::BAD_REQUEST, &m),
+        Denial::Unavailable(m) => response::unavailable(&m, retry_after),
+        Denial::RateLimited {
+            message,
+            retry_after,
+        } => {
+            let mut r = response::detail(StatusCode::TOO_MANY_REQUESTS, &message);
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after),
+            );
+            r
+        }
     }
 }
 

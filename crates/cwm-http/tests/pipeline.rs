@@ -84,9 +84,8 @@ fn receiver(hooks: &[(&str, &str)], settings: HttpSettings) -> Receiver {
     registry.register("instant", instant);
     let store = Store::new(Snapshot::empty("default", true));
     for (id, doc) in hooks {
-        let hook =
-            cwm_config::compile_webhook_json(&registry, &|_: &str| None, id, doc.as_bytes())
-                .unwrap();
+        let hook = cwm_config::compile_webhook_json(&registry, &|_: &str| None, id, doc.as_bytes())
+            .unwrap();
         store.update(|s| s.put_webhook("default", id, Arc::new(hook)));
     }
     store.mark_loaded();

@@ -1,10 +1,12 @@
-//! Sink plugins for cwm and their registry.
+//! Sink plugins for cwm, request validators, and their registry.
 //!
 //! A sink receives an [`Event`] (payload and headers of one accepted webhook request) and reports
-//! whether its destination accepted it. The [`Registry`] maps module names from webhook configs to
-//! sink constructors and, as a [`cwm_config::Compiler`], builds each webhook's sink once at load.
+//! whether its destination accepted it. A validator ([`validators`]) judges a request before it
+//! becomes an event. The [`Registry`] maps module names from webhook configs to sink constructors
+//! and, as a [`cwm_config::Compiler`], builds each webhook's sink and validators once at load.
 //!
-//! Invariant: sinks know nothing about HTTP requests or config sources.
+//! Invariant: sinks know nothing about HTTP requests or config sources; validators see a request
+//! head and body, never a connection.
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
@@ -17,6 +19,7 @@ pub mod payload;
 pub mod registry;
 pub mod sink;
 pub mod unenforced;
+pub mod validators;
 mod words;
 
 pub use cleanup::CredentialCleanup;
@@ -25,3 +28,4 @@ pub use payload::JsonPayload;
 pub use registry::{CompiledWebhook, Registry, SinkFactory};
 pub use sink::{Event, Payload, Sink, SinkError};
 pub use unenforced::{UNENFORCED_VALIDATORS, Unenforced};
+pub use validators::{Denial, RequestHead, Validator, Validators};

@@ -10,6 +10,7 @@ use cwm_config::{Ack, Compiler, DataType, RetryPolicy, WebhookConfig};
 use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
 use crate::sink::Sink;
+use crate::validators::{BuildContext, Validators};
 
 /// Builds a sink from a webhook config. An `Err` rejects that webhook at load time.
 pub type SinkFactory =
@@ -19,6 +20,8 @@ pub type SinkFactory =
 /// per config version.
 pub struct CompiledWebhook {
     pub config: RequestConfig,
+    /// The checks a request must pass, built once.
+    pub validators: Validators,
     pub sink: Arc<dyn Sink>,
     pub retry: Option<RetryPolicy>,
     /// What sinks must not see (credential_cleanup).
@@ -31,8 +34,6 @@ pub struct CompiledWebhook {
 /// hold 250,000 parsed copies of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestConfig {
-    /// Static token or `Bearer <token>` the `Authorization` header must carry.
-    pub authorization: Option<Box<str>>,
     pub data_type: DataType,
     pub ack: Ack,
 }
@@ -40,7 +41,6 @@ pub struct RequestConfig {
 impl From<WebhookConfig> for RequestConfig {
     fn from(config: WebhookConfig) -> Self {
         Self {
-            authorization: config.authorization.map(String::into_boxed_str),
             data_type: config.data_type,
             ack: config.ack,
         }
@@ -112,16 +112,23 @@ impl Registry {
 impl Compiler for Registry {
     type Webhook = CompiledWebhook;
 
-    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<CompiledWebhook, String> {
+    fn compile(&self, id: &str, config: WebhookConfig) -> Result<CompiledWebhook, String> {
         if config.chain().is_some() {
             return Err("'chain' is not supported by this version of cwm".into());
         }
         crate::unenforced::reject_unenforced(&config)?;
         let cleanup = CredentialCleanup::from_config(&config)?;
+        let validators = Validators::build(&BuildContext {
+            webhook_id: id,
+            config: &config,
+            modules: &self.ctx,
+        })
+        .map_err(|e| e.to_string())?;
         let sink = self.build(&config)?;
         let retry = config.retry_policy();
         Ok(CompiledWebhook {
             config: config.into(),
+            validators,
             sink,
             retry,
             cleanup,
@@ -149,7 +156,6 @@ mod tests {
         assert_eq!(
             hook.config,
             RequestConfig {
-                authorization: Some("Bearer t".into()),
                 data_type: DataType::Blob,
                 ack: Ack::Receive,
             }
@@ -158,7 +164,11 @@ mod tests {
         assert_eq!(hook.retry.map(|r| r.max_attempts), Some(3));
         assert!(hook.cleanup.enabled());
         let plain = compile(r#"{"module":"log"}"#).unwrap();
-        assert_eq!((plain.config.authorization, plain.retry), (None, None));
+        assert_eq!(
+            hook.validators.names().collect::<Vec<_>>(),
+            ["authorization"]
+        );
+        assert!(plain.validators.is_empty() && plain.retry.is_none());
         for (doc, why) in [
             (r#"{"module":"nope"}"#, "unknown module"),
             (r#"{"data_type":"json"}"#, "'module' is required"),
