@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash http.sh
 bash edge.sh
+bash auth.sh
 bash etcd.sh
