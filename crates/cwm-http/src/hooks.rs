@@ -7,10 +7,11 @@
 //! H6). Entries of webhooks that left the configuration are dropped at the next scrape, or as soon
 //! as the map holds clearly more entries than the configuration has webhooks.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use cwm_config::Snapshot;
 use serde_json::{Map, Value};
@@ -74,6 +75,9 @@ pub(crate) struct Hooks {
     map: RwLock<Map2>,
     len: AtomicUsize,
     unknown: Arc<HookState>,
+    /// The snapshot the map was last pruned against: a scrape of an unchanged configuration
+    /// prunes nothing. (A `Weak` keeps the address from being reused by a later snapshot.)
+    pruned_at: Mutex<Option<Weak<dyn Any + Send + Sync>>>,
 }
 
 /// The label of requests that matched no configured webhook.
@@ -85,6 +89,7 @@ impl Hooks {
             map: RwLock::new(HashMap::new()),
             len: AtomicUsize::new(0),
             unknown: Arc::new(HookState::new()),
+            pruned_at: Mutex::new(None),
         }
     }
 
@@ -120,14 +125,38 @@ impl Hooks {
                 })
                 .clone()
         };
-        if self.len.load(Ordering::Relaxed) > 2 * snapshot.webhook_count() + 64 {
-            self.prune(snapshot);
+        if self.overgrown(snapshot) {
+            self.prune_now(snapshot);
         }
         state
     }
 
-    /// Drop the entries of webhooks that are no longer configured.
-    pub fn prune<W>(&self, snapshot: &Snapshot<W>) {
+    /// Clearly more entries than the configuration has webhooks.
+    fn overgrown<W>(&self, snapshot: &Snapshot<W>) -> bool {
+        self.len.load(Ordering::Relaxed) > 2 * snapshot.webhook_count() + 64
+    }
+
+    /// Drop the entries of webhooks that are no longer configured, unless the map was last
+    /// pruned against this very snapshot.
+    pub fn prune<W: Send + Sync + 'static>(&self, snapshot: &Arc<Snapshot<W>>) {
+        {
+            let mut last = self
+                .pruned_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let same = last
+                .as_ref()
+                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(snapshot)));
+            if same && !self.overgrown(snapshot) {
+                return;
+            }
+            let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(snapshot) as _;
+            *last = Some(weak);
+        }
+        self.prune_now(snapshot);
+    }
+
+    fn prune_now<W>(&self, snapshot: &Snapshot<W>) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         let default_ns = snapshot.default_namespace();
         let mut len = 0;
@@ -247,7 +276,7 @@ mod tests {
         assert_eq!(stats["team/b"]["total"], 1);
         assert!(stats.get("unknown").is_none());
 
-        hooks.prune(&snapshot(&[("default", "a")]));
+        hooks.prune(&Arc::new(snapshot(&[("default", "a")])));
         let stats = hooks.render_stats(false);
         assert!(stats.get("team/b").is_none(), "{stats}");
         assert_eq!(stats["a"]["total"], 1);
