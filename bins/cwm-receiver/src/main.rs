@@ -335,7 +335,7 @@ async fn run(args: Args) -> ExitCode {
         ..HttpSettings::default()
     };
     let addr = SocketAddr::new(args.host, args.port);
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match listen(addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cwm-receiver: cannot listen on {addr}: {e}");
@@ -369,6 +369,21 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!("cwm-receiver stopped");
     ExitCode::SUCCESS
 }
+
+/// Listen on `addr` with a deep backlog: at the connection cap, new connections wait there (the
+/// kernel caps it at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel may queue for `accept`.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Whatever clients or sinks do (a half-sent request, a blocked stdout), the process is gone
 /// `timeout` after the shutdown signal: a thread of its own ends it if the orderly path has not.
