@@ -81,9 +81,9 @@ pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Fut
                 continue;
             }
         };
+        let probation = limit.available_permits() < pressure_margin(settings.max_connections);
         let _ = stream.set_nodelay(true);
-        counters.open.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(connection(stream, peer, permit, shared.clone()));
+        tracker.spawn(connection(stream, peer, permit, shared.clone(), probation));
     }
     drop(listener);
     let deadline = Instant::now() + settings.shutdown_timeout;
@@ -126,22 +126,56 @@ async fn admit(
         shared.pressure.notify_waiters();
         // Closed connections free their place; connections that were busy may become idle.
         if let Ok(Ok(p)) =
-            tokio::time::timeout(Duration::from_millis(100), limit.clone().acquire_owned()).await
+            tokio::time::timeout(Duration::from_millis(20), limit.clone().acquire_owned()).await
         {
             return p;
         }
     }
 }
 
+/// Free places under which the server is at the limit for admission purposes.
+fn pressure_margin(max_connections: usize) -> usize {
+    (max_connections / 64).max(1)
+}
+
+/// Whether the client already sent something (without reading it).
+fn has_bytes(stream: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    matches!(stream.poll_peek(&mut cx, &mut buf), std::task::Poll::Ready(Ok(n)) if n > 0)
+}
+
+/// How long a connection accepted at the limit may take to send its first byte.
+const PROBATION: Duration = Duration::from_millis(50);
+
 async fn connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
+    probation: bool,
 ) {
     let settings = shared.receiver.settings();
     let (header_timeout, keep_alive) = (settings.header_read_timeout, settings.keep_alive_timeout);
     let counters = shared.receiver.inner.connections.clone();
+    // At the limit, a connection with nothing to read yet is most likely an idle one in waiting:
+    // a sender's request head follows its handshake, so it is there by the time a backlog
+    // reaches it, or very soon after. One that stays silent is closed at once instead of
+    // waiting for an eviction round, so a flood of idle connections queued ahead of senders
+    // drains fast.
+    if probation
+        && !has_bytes(&stream)
+        && !matches!(
+            tokio::time::timeout(PROBATION, stream.readable()).await,
+            Ok(Ok(()))
+        )
+    {
+        counters.evicted.fetch_add(1, Ordering::Relaxed);
+        drop(permit);
+        return;
+    }
+    counters.open.fetch_add(1, Ordering::Relaxed);
     let state = ConnState::new();
     let io = Tracked::new(
         stream,
