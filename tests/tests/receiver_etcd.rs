@@ -468,7 +468,7 @@ fn keep_alive_post(conn: &mut std::net::TcpStream, path: &str, token: &str) -> u
 }
 
 #[test]
-fn a_key_naming_an_unenforced_check_is_rejected_and_the_good_value_keeps_serving() {
+fn a_key_whose_check_cannot_work_is_rejected_and_the_good_value_keeps_serving() {
     let etcd = Etcd::start();
     etcd.put("/cwm/ns/webhooks/guarded", LOG);
     let rx = start(&etcd, &[]);
@@ -477,7 +477,8 @@ fn a_key_naming_an_unenforced_check_is_rejected_and_the_good_value_keeps_serving
         .status
         == 200));
 
-    let hmac = r#"{"module":"log","hmac":{"secret":"s3cret","header":"X-HMAC-Signature"}}"#;
+    // An `hmac` without its secret could check nothing: rejected at load, never served.
+    let hmac = r#"{"module":"log","hmac":{"header":"X-HMAC-Signature"}}"#;
     etcd.put("/cwm/ns/webhooks/guarded", hmac);
     etcd.put("/cwm/ns/webhooks/fresh_hmac", hmac);
     etcd.put("/cwm/ns/webhooks/plain", LOG);
@@ -487,8 +488,7 @@ fn a_key_naming_an_unenforced_check_is_rejected_and_the_good_value_keeps_serving
             .as_array()
             .and_then(|r| r.iter().find(|x| x["key"] == key).cloned())
     };
-    let reason = "'hmac' is not enforced by this version of cwm; \
-                  the webhook is rejected rather than served unchecked";
+    let reason = "'hmac': HMAC secret not configured: 'secret' is missing or blank";
     assert!(eventually(W, || listed("/cwm/ns/webhooks/fresh_hmac")
         .is_some_and(
             |r| r["reason"] == reason && r["serving_previous"] == false

@@ -559,21 +559,10 @@ fn h2c_with_prior_knowledge() {
 }
 
 /// Every validator of the Python gateway this version does not enforce yet, with a config that
-/// would have refused a request without credentials there.
-const UNENFORCED: &[(&str, &str)] = &[
-    ("rate_limit", r#"{"max_requests": 0, "window_seconds": 60}"#),
-    ("recaptcha", r#"{"secret_key": "k", "version": "v3"}"#),
-    ("basic_auth", r#"{"username": "u", "password": "p"}"#),
-    ("digest_auth", r#"{"username": "u", "password": "p"}"#),
-    ("jwt", r#"{"secret": "s", "algorithm": "HS256"}"#),
-    ("oauth1", r#"{"consumer_key": "k", "consumer_secret": "s"}"#),
-    ("oauth2", r#"{"jwt_secret": "s"}"#),
-    ("hmac", r#"{"secret": "s", "header": "X-HMAC-Signature"}"#),
-    ("ip_whitelist", r#"["192.0.2.1"]"#),
-    ("json_schema", r#"{"type": "object", "required": ["x"]}"#),
-    ("query_auth", r#"{"api_key": "k"}"#),
-    ("header_auth", r#"{"api_key": "k"}"#),
-];
+/// would have refused a request without credentials there. (Once a key is enforced, its own
+/// black-box tests, e.g. `auth_basic.rs`, show that a config of it that cannot work is rejected.)
+/// None is left: the loops below check the next one listed.
+const UNENFORCED: &[(&str, &str)] = &[];
 
 fn config_status(rx: &Receiver) -> Value {
     let r = rx.request(
@@ -638,12 +627,13 @@ fn webhooks_naming_an_unenforced_check_are_rejected_at_load() {
         }
     }
     assert_eq!(rx.post("/webhook/recaptcha_null", "{}").status, 404);
-    assert!(reason("recaptcha_null").contains("'recaptcha' is not enforced"));
+    // Enforced now: its validator rejects `null` at load (auth_remote.rs).
+    assert!(reason("recaptcha_null").starts_with("'recaptcha': "));
     assert!(rejection(&provider, "webhooks/plain").is_none());
     assert!(rejection(&provider, "webhooks/hmac_null").is_none());
     assert_eq!(provider["total_webhooks"], 2, "{provider}");
     assert!(
-        rx.stderr().contains("'hmac' is not enforced"),
+        rx.stderr().contains("'recaptcha': "),
         "the rejection is logged"
     );
     assert!(
@@ -653,8 +643,9 @@ fn webhooks_naming_an_unenforced_check_are_rejected_at_load() {
         "nothing was saved by a rejected webhook"
     );
 
-    // A served webhook edited to name an unenforced check keeps its last good value.
-    hooks["plain"]["hmac"] = json!({"secret": "s"});
+    // A served webhook edited to a check that cannot work (an `hmac` without its secret) keeps
+    // its last good value.
+    hooks["plain"]["hmac"] = json!({});
     std::fs::write(rx.dir.path().join("webhooks.json"), hooks.to_string()).unwrap();
     assert!(
         eventually(Duration::from_secs(10), || rejection(
@@ -662,9 +653,9 @@ fn webhooks_naming_an_unenforced_check_are_rejected_at_load() {
             "webhooks/plain"
         )
         .is_some_and(|r| r["serving_previous"] == true
-            && r["reason"]
-                .as_str()
-                .is_some_and(|s| s.contains("'hmac' is not enforced")))),
+            && r["reason"].as_str().is_some_and(
+                |s| s.starts_with("'hmac': HMAC secret not configured")
+            ))),
         "plain listed as rejected, serving its previous value"
     );
     assert_eq!(rx.post("/webhook/plain", "{}").status, 200);

@@ -81,7 +81,10 @@ impl<W> Ids<W> {
 
     fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &Arc<W>)> {
         match self {
-            Self::Small(entries) => entries.iter().find(|(k, _)| **k == *id).map(|(k, w)| (k, w)),
+            Self::Small(entries) => entries
+                .iter()
+                .find(|(k, _)| **k == *id)
+                .map(|(k, w)| (k, w)),
             Self::Large(map) => map.get_key_value(id),
         }
     }

@@ -178,13 +178,11 @@ mod tests {
                 "credential_cleanup",
             ),
             (r#"{"module":"log""#, "invalid JSON"),
-            (
-                r#"{"module":"log","hmac":{"secret":"s"}}"#,
-                "'hmac' is not enforced by this version of cwm",
-            ),
+            // A check whose config cannot work rejects the webhook at load.
+            (r#"{"module":"log","hmac":{}}"#, "'hmac'"),
             (
                 r#"{"module":"save_to_disk","ip_whitelist":[]}"#,
-                "'ip_whitelist' is not enforced",
+                "'ip_whitelist': the list is empty",
             ),
         ] {
             let e = compile(doc).err().unwrap_or_default();

@@ -12,6 +12,19 @@
 //! function) plus one line in [`VALIDATORS`].
 
 mod authorization;
+mod basic_auth;
+mod digest_auth;
+mod header_auth;
+mod hmac;
+mod ip_whitelist;
+mod json_schema;
+mod jwt;
+mod oauth1;
+mod oauth2;
+mod query_auth;
+mod rate_limit;
+mod recaptcha;
+mod remote;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -133,7 +146,21 @@ pub struct BuildContext<'a> {
 pub type Build = fn(&BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError>;
 
 /// Every implemented check, in the Python gateway's run order.
-pub const VALIDATORS: &[(&str, Build)] = &[(authorization::KEY, authorization::build)];
+pub const VALIDATORS: &[(&str, Build)] = &[
+    (rate_limit::KEY, rate_limit::build),
+    (recaptcha::KEY, recaptcha::build),
+    (basic_auth::KEY, basic_auth::build),
+    (digest_auth::KEY, digest_auth::build),
+    (jwt::KEY, jwt::build),
+    (oauth1::KEY, oauth1::build),
+    (oauth2::KEY, oauth2::build),
+    (authorization::KEY, authorization::build),
+    (hmac::KEY, hmac::build),
+    (ip_whitelist::KEY, ip_whitelist::build),
+    (json_schema::KEY, json_schema::build),
+    (query_auth::KEY, query_auth::build),
+    (header_auth::KEY, header_auth::build),
+];
 
 /// The checks of one webhook, split by phase, each phase in [`VALIDATORS`] order.
 #[derive(Clone, Default)]
