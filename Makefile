@@ -11,7 +11,7 @@ WEBHOOKS_CONFIG_FILE    ?= config/examples/webhooks.json
 CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
 
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config
+FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config auth_headers
 
 .PHONY: run test bench build lint fmt scenario fuzz deps-build deps-test deps-bench clean
 
