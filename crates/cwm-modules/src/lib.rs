@@ -18,7 +18,6 @@ mod opts;
 pub mod payload;
 pub mod registry;
 pub mod sink;
-pub mod unenforced;
 pub mod validators;
 mod words;
 
@@ -27,5 +26,4 @@ pub use context::ModuleContext;
 pub use payload::JsonPayload;
 pub use registry::{CompiledWebhook, Registry, SinkFactory};
 pub use sink::{Event, Payload, Sink, SinkError};
-pub use unenforced::{UNENFORCED_VALIDATORS, Unenforced};
 pub use validators::{Denial, RequestHead, Validator, Validators};

@@ -116,7 +116,6 @@ impl Compiler for Registry {
         if config.chain().is_some() {
             return Err("'chain' is not supported by this version of cwm".into());
         }
-        crate::unenforced::reject_unenforced(&config)?;
         let cleanup = CredentialCleanup::from_config(&config)?;
         let validators = Validators::build(&BuildContext {
             webhook_id: id,
