@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cwm_testkit::{Etcd, free_port};
 use serde_json::Value;
@@ -51,6 +51,14 @@ impl Reply {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The `detail` of a JSON error answer; empty when it has none.
+    pub fn detail(&self) -> String {
+        self.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -217,6 +225,25 @@ impl Receiver {
         self.request("POST", path, headers, Some(body.as_bytes()))
     }
 
+    /// [`Receiver::post`] with more headers.
+    pub fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.post_with(path, &all, body)
+    }
+
+    /// The `provider` part of `GET /admin/config-status`, asked with the admin token `token`.
+    pub fn config_status(&self, token: &str) -> Value {
+        let r = self.request(
+            "GET",
+            "/admin/config-status",
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["provider"].clone()
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -347,6 +374,33 @@ pub fn try_read_reply(stream: &mut TcpStream) -> io::Result<Reply> {
         closed = n == 0;
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// The entry of a config-status `provider`'s `rejected` list for config key `key`
+/// (`webhooks/<id>`), when it is listed.
+pub fn rejection(provider: &Value, key: &str) -> Option<Value> {
+    provider["rejected"]
+        .as_array()?
+        .iter()
+        .find(|r| r["key"] == key)
+        .cloned()
+}
+
+/// Why webhook `id` is rejected, by a config-status `provider`; panics when it is not listed.
+pub fn rejection_reason(provider: &Value, id: &str) -> String {
+    rejection(provider, &format!("webhooks/{id}"))
+        .unwrap_or_else(|| panic!("{id} not listed as rejected: {provider}"))["reason"]
+        .as_str()
+        .expect("a rejection has a reason")
+        .to_owned()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 /// Puts per seeding transaction (etcd's default `--max-txn-ops`).

@@ -3,7 +3,7 @@
 //! and real HTTP. The test client is 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cwm_tests::{Receiver, Reply};
+use cwm_tests::{Receiver, Reply, rejection_reason};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "adm1n";
@@ -63,9 +63,7 @@ fn start() -> Receiver {
 }
 
 fn post(rx: &Receiver, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    rx.post_with(path, &all, r#"{"event": "ping"}"#)
+    rx.post_json(path, headers, r#"{"event": "ping"}"#)
 }
 
 /// Status and `detail` of a refusal (`"ok"` for a 200).
@@ -73,8 +71,7 @@ fn answer(r: &Reply) -> (u16, String) {
     if r.status == 200 {
         return (200, "ok".into());
     }
-    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
-    (r.status, detail)
+    (r.status, r.detail())
 }
 
 fn denied(status: u16, detail: &str) -> (u16, String) {
@@ -329,32 +326,10 @@ fn every_configured_check_must_pass() {
     assert_eq!(answer(&post(&rx, "/webhook/nulls", &[])), ok());
 }
 
-fn config_status(rx: &Receiver) -> Value {
-    let r = rx.request(
-        "GET",
-        "/admin/config-status",
-        &[("authorization", &format!("Bearer {ADMIN}"))],
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["provider"].clone()
-}
-
 #[test]
 fn configs_that_cannot_check_are_rejected_at_load() {
     let rx = start();
-    let provider = config_status(&rx);
-    let reason = |id: &str| -> String {
-        provider["rejected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["key"] == format!("webhooks/{id}"))
-            .unwrap_or_else(|| panic!("{id} not rejected: {provider}"))["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let provider = rx.config_status(ADMIN);
     for (id, why) in [
         (
             "bad_basic",
@@ -406,7 +381,7 @@ fn configs_that_cannot_check_are_rejected_at_load() {
             "'rate_limit': 'window_seconds' must be a positive number",
         ),
     ] {
-        let r = reason(id);
+        let r = rejection_reason(&provider, id);
         assert!(r.starts_with(why), "{id}: {r}");
         let served = post(&rx, &format!("/webhook/{id}"), &[]);
         assert_eq!(

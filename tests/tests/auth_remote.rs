@@ -10,10 +10,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
-use cwm_tests::{Receiver, Reply};
+use cwm_tests::{Receiver, Reply, rejection_reason, unix_now};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
@@ -137,17 +137,6 @@ fn read_request(s: &mut TcpStream) -> Option<Seen> {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn detail(r: &Reply) -> String {
-    r.json()["detail"].as_str().unwrap_or_default().to_owned()
-}
-
 fn start(hooks: &Value) -> Receiver {
     Receiver::start(
         &[("webhooks.json", &hooks.to_string())],
@@ -156,12 +145,6 @@ fn start(hooks: &Value) -> Receiver {
             ("O1_SECRET", "c0nsumer-secret"),
         ],
     )
-}
-
-fn post(rx: &Receiver, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    rx.post_with(path, &all, body)
 }
 
 /// No secret, token or signature of these tests may appear in an answer or in the logs.
@@ -199,7 +182,7 @@ fn hmac_sha1_b64(key: &str, text: &str) -> String {
 /// `base_uri` is a path (the header's `realm` is signed), RFC 5849's when it is a full URL.
 fn oauth1_header(
     base_uri: &str,
-    ts: i64,
+    ts: u64,
     nonce: &str,
     consumer_secret: &str,
     extra: &[(&str, &str)],
@@ -248,7 +231,7 @@ fn oauth1_signed_requests() {
     });
     let rx = start(&hooks);
     let secret = "c0nsumer-secret";
-    let ts = now();
+    let ts = unix_now();
     let send = |auth: &str, ct: &str, body: &str| {
         rx.post_with(
             "/webhook/o1",
@@ -266,7 +249,7 @@ fn oauth1_signed_requests() {
     let r = send(&ok, "application/json", "{}");
     assert_eq!(r.status, 401);
     assert_eq!(
-        detail(&r),
+        r.detail(),
         "OAuth 1.0 nonce has already been used (replay attack detected)"
     );
 
@@ -274,7 +257,7 @@ fn oauth1_signed_requests() {
     let bad = oauth1_header("/webhook/o1", ts, "nonce-2", "wrong-secret", &[]);
     let r = send(&bad, "application/json", "{}");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "Invalid OAuth 1.0 signature")
     );
     let other_key = ok
@@ -282,7 +265,7 @@ fn oauth1_signed_requests() {
         .replace("nonce-1", "nonce-3");
     let r = send(&other_key, "application/json", "{}");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "Invalid OAuth 1.0 signature")
     );
     // A refused request does not use up its nonce.
@@ -294,11 +277,12 @@ fn oauth1_signed_requests() {
     let r = send(&old, "application/json", "{}");
     assert_eq!(r.status, 401);
     assert!(
-        detail(&r).starts_with("OAuth 1.0 timestamp out of window (diff: "),
+        r.detail()
+            .starts_with("OAuth 1.0 timestamp out of window (diff: "),
         "{}",
         r.body
     );
-    assert!(detail(&r).ends_with("s, max: 300s)"), "{}", r.body);
+    assert!(r.detail().ends_with("s, max: 300s)"), "{}", r.body);
 
     // Form fields in the body are signed: changing one breaks the signature.
     let form = "amount=10&currency=EUR";
@@ -354,7 +338,7 @@ fn oauth1_signed_requests() {
     // No credentials at all.
     let r = rx.post("/webhook/o1", "{}");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "Missing Authorization header")
     );
     assert_nothing_leaks(&rx, &r, &[secret, "t0ken-secret"]);
@@ -409,8 +393,7 @@ fn oauth2_introspection_and_jwt() {
     let rx = start(&hooks);
     let bearer = |t: &str| format!("Bearer {t}");
     let call = |id: &str, token: &str| {
-        post(
-            &rx,
+        rx.post_json(
             &format!("/webhook/{id}"),
             &[("authorization", &bearer(token))],
             "{}",
@@ -436,27 +419,26 @@ fn oauth2_introspection_and_jwt() {
 
     let r = call("o2", "expired-token");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 token is not active")
     );
     let r = call("o2", "read-only");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 token missing required scopes")
     );
-    let r = post(&rx, "/webhook/o2", &[], "{}");
+    let r = rx.post_json("/webhook/o2", &[], "{}");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "Missing Authorization header")
     );
-    let r = post(
-        &rx,
+    let r = rx.post_json(
         "/webhook/o2",
         &[("authorization", "Basic Zm9vOmJhcg==")],
         "{}",
     );
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 Bearer token required")
     );
 
@@ -473,14 +455,14 @@ fn oauth2_introspection_and_jwt() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
     assert_eq!(
-        detail(&r),
+        r.detail(),
         "OAuth 2.0 token introspection unavailable, please retry later"
     );
     assert_eq!(server.seen().len(), before);
     assert_nothing_leaks(&rx, &r, &["intr0spect-secret", "good-token", "read-only"]);
 
     // JWT mode: valid, expired, wrong audience, wrong secret, missing scope.
-    let exp = now() + 600;
+    let exp = unix_now() + 600;
     let good = hs256(
         json!({"aud": "hooks", "exp": exp, "scope": "read write"}),
         "jwt-s3cret",
@@ -488,12 +470,12 @@ fn oauth2_introspection_and_jwt() {
     let r = call("o2_jwt", &good);
     assert_eq!(r.status, 200, "{}", r.body);
     let expired = hs256(
-        json!({"aud": "hooks", "exp": now() - 60, "scope": "write"}),
+        json!({"aud": "hooks", "exp": unix_now() - 60, "scope": "write"}),
         "jwt-s3cret",
     );
     let r = call("o2_jwt", &expired);
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 token expired")
     );
     let other_aud = hs256(
@@ -502,7 +484,7 @@ fn oauth2_introspection_and_jwt() {
     );
     let r = call("o2_jwt", &other_aud);
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 token audience mismatch")
     );
     let forged = hs256(
@@ -512,14 +494,14 @@ fn oauth2_introspection_and_jwt() {
     let r = call("o2_jwt", &forged);
     assert_eq!(r.status, 401);
     assert!(
-        detail(&r).starts_with("Invalid OAuth 2.0 JWT token"),
+        r.detail().starts_with("Invalid OAuth 2.0 JWT token"),
         "{}",
         r.body
     );
     let no_scope = hs256(json!({"aud": "hooks", "exp": exp}), "jwt-s3cret");
     let r = call("o2_jwt", &no_scope);
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "OAuth 2.0 token missing required scopes")
     );
     assert_nothing_leaks(&rx, &r, &["jwt-s3cret", &good, &forged]);
@@ -568,10 +550,9 @@ fn recaptcha_v2_and_v3() {
         }},
     });
     let rx = start(&hooks);
-    let v2 = |token: &str| post(&rx, "/webhook/rc_v2", &[("x-recaptcha-token", token)], "{}");
+    let v2 = |token: &str| rx.post_json("/webhook/rc_v2", &[("x-recaptcha-token", token)], "{}");
     let v3 = |token: &str| {
-        post(
-            &rx,
+        rx.post_json(
             "/webhook/rc_v3",
             &[
                 ("x-captcha", token),
@@ -599,12 +580,12 @@ fn recaptcha_v2_and_v3() {
     );
     let r = v2("v2-forged");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "reCAPTCHA verification failed: invalid-input-response")
     );
-    let r = post(&rx, "/webhook/rc_v2", &[], "{}");
+    let r = rx.post_json("/webhook/rc_v2", &[], "{}");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (
             401,
             "Missing reCAPTCHA token (expected in header: X-Recaptcha-Token)"
@@ -618,29 +599,27 @@ fn recaptcha_v2_and_v3() {
     assert_eq!(last.field("remoteip"), Some("203.0.113.9"));
     let r = v3("v3-low");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "reCAPTCHA score 0.10 below threshold 0.5")
     );
     let r = v3("v3-login");
     assert_eq!(
-        (r.status, detail(&r).as_str()),
+        (r.status, r.detail().as_str()),
         (401, "reCAPTCHA action mismatch")
     );
 
     // The token in a JSON body.
-    let r = post(
-        &rx,
+    let r = rx.post_json(
         "/webhook/rc_body",
         &[],
         r#"{"g-recaptcha-response": "v2-ok", "order": 7}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post(&rx, "/webhook/rc_body", &[], r#"{"order": 7}"#);
+    let r = rx.post_json("/webhook/rc_body", &[], r#"{"order": 7}"#);
     assert_eq!(r.status, 401, "{}", r.body);
 
     // The service rejects our secret: the operator's to fix, so 503 and the sender retries.
-    let r = post(
-        &rx,
+    let r = rx.post_json(
         "/webhook/rc_wrong_secret",
         &[("x-recaptcha-token", "v2-ok")],
         "{}",
@@ -653,7 +632,7 @@ fn recaptcha_v2_and_v3() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.header("retry-after").is_some());
     assert_eq!(
-        detail(&r),
+        r.detail(),
         "reCAPTCHA verification unavailable, please retry later"
     );
     assert_nothing_leaks(&rx, &r, &["rc-s3cret", "not-the-secret", "v3-high"]);
@@ -688,25 +667,7 @@ fn bad_configs_are_rejected_at_load_and_listed() {
     });
     let rx = start(&hooks);
     assert_eq!(rx.post("/webhook/fine", "{}").status, 200);
-    let status = rx.request(
-        "GET",
-        "/admin/config-status",
-        &[("authorization", &format!("Bearer {ADMIN}"))],
-        None,
-    );
-    assert_eq!(status.status, 200, "{}", status.body);
-    let provider = status.json()["provider"].clone();
-    let reason = |id: &str| -> String {
-        provider["rejected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["key"] == format!("webhooks/{id}"))
-            .unwrap_or_else(|| panic!("{id} not listed: {provider}"))["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let provider = rx.config_status(ADMIN);
     for (id, key, why) in [
         (
             "bad_o1_empty",
@@ -734,7 +695,7 @@ fn bad_configs_are_rejected_at_load_and_listed() {
     ] {
         let r = rx.post(&format!("/webhook/{id}"), "{}");
         assert_eq!(r.status, 404, "{id} must not be served: {}", r.body);
-        let text = reason(id);
+        let text = rejection_reason(&provider, id);
         assert!(text.starts_with(&format!("'{key}': ")), "{id}: {text}");
         assert!(text.contains(why), "{id}: {text}");
         assert!(!text.contains("s3cret"), "{id}: {text}");

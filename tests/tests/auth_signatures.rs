@@ -3,11 +3,9 @@
 //! Signatures and tokens are made here with test secrets and a test-only RSA key pair.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use cwm_tests::{Receiver, Reply};
+use cwm_tests::{Receiver, Reply, rejection, rejection_reason, unix_now};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
@@ -125,21 +123,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn post(rx: &Receiver, id: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut all = vec![("content-type", "application/json")];
-    all.extend_from_slice(headers);
-    rx.post_with(&format!("/webhook/{id}"), &all, body)
-}
-
-fn detail(r: &Reply) -> String {
-    r.json()["detail"].as_str().unwrap_or_default().to_owned()
+    rx.post_json(&format!("/webhook/{id}"), headers, body)
 }
 
 /// A refusal that names no secret.
@@ -168,7 +153,7 @@ fn hmac_signatures_github_shopify_stripe() {
     let wrong = format!("sha256={}", hex(&mac("not the secret", &[BODY.as_bytes()])));
     let r = post(&rx, "github", &[("X-Hub-Signature-256", &wrong)], BODY);
     assert_refused(&r, 401, "github, wrong secret");
-    assert_eq!(detail(&r), "Invalid HMAC signature");
+    assert_eq!(r.detail(), "Invalid HMAC signature");
     let tampered = BODY.replace("12.50", "0.01");
     let r = post(
         &rx,
@@ -179,7 +164,7 @@ fn hmac_signatures_github_shopify_stripe() {
     assert_refused(&r, 401, "github, tampered body");
     let r = post(&rx, "github", &[], BODY);
     assert_refused(&r, 401, "github, no signature");
-    assert_eq!(detail(&r), "Missing X-Hub-Signature-256 header");
+    assert_eq!(r.detail(), "Missing X-Hub-Signature-256 header");
     let r = post(
         &rx,
         "github",
@@ -223,7 +208,7 @@ fn hmac_signatures_github_shopify_stripe() {
             &[t.to_string().as_bytes(), b".", body.as_bytes()],
         ))
     };
-    let t = now();
+    let t = unix_now();
     let header = format!("t={t},v1={}", stripe(t, STRIPE_SECRET, BODY));
     let r = post(&rx, "stripe", &[("Stripe-Signature", &header)], BODY);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -254,7 +239,7 @@ fn hmac_signatures_github_shopify_stripe() {
     let r = post(&rx, "stripe", &[("Stripe-Signature", &replay)], BODY);
     assert_refused(&r, 401, "stripe, too old");
     assert_eq!(
-        detail(&r),
+        r.detail(),
         "HMAC signature timestamp is outside the allowed tolerance"
     );
     // Moving t forward without re-signing breaks the signature.
@@ -281,7 +266,7 @@ fn bearer(token: &str) -> String {
 #[test]
 fn jwt_tokens() {
     let rx = start();
-    let exp = now() + 600;
+    let exp = unix_now() + 600;
     let good = json!({"sub": "sender", "iss": "issuer.example", "aud": "cwm", "exp": exp});
     let with = |k: &str, v: Value| {
         let mut c = good.clone();
@@ -294,7 +279,7 @@ fn jwt_tokens() {
     assert_eq!(r.status, 200, "{}", r.body);
     for (claims, what, message) in [
         (
-            with("exp", json!(now() - 600)),
+            with("exp", json!(unix_now() - 600)),
             "expired",
             "JWT token expired",
         ),
@@ -311,7 +296,7 @@ fn jwt_tokens() {
     ] {
         let r = send("jwt_hs", &hs256(&claims));
         assert_refused(&r, 401, what);
-        assert_eq!(detail(&r), message, "{what}");
+        assert_eq!(r.detail(), message, "{what}");
     }
     let mut no_exp = good.clone();
     no_exp.as_object_mut().unwrap().remove("exp");
@@ -325,7 +310,7 @@ fn jwt_tokens() {
     .unwrap();
     let r = send("jwt_hs", &other_key);
     assert_refused(&r, 401, "wrong secret");
-    assert_eq!(detail(&r), "Invalid JWT signature");
+    assert_eq!(r.detail(), "Invalid JWT signature");
     let r = post(&rx, "jwt_hs", &[], BODY);
     assert_refused(&r, 401, "no token");
 
@@ -356,7 +341,7 @@ fn jwt_tokens() {
     .unwrap();
     let r = send("jwt_rs", &swapped);
     assert_refused(&r, 401, "algorithm swap");
-    assert_eq!(detail(&r), "Invalid JWT algorithm");
+    assert_eq!(r.detail(), "Invalid JWT algorithm");
 }
 
 #[test]
@@ -372,7 +357,7 @@ fn json_schema_bodies() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(
-        detail(&r),
+        r.detail(),
         "JSON schema validation failed at '/order/id' (keyword 'type')"
     );
     assert!(!r.body.contains("one-thousand-and-one"), "{}", r.body);
@@ -380,13 +365,13 @@ fn json_schema_bodies() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = post(&rx, "schema", &[], "action=opened");
     assert_eq!(r.status, 400, "{}", r.body);
-    assert_eq!(detail(&r), "Invalid JSON body");
+    assert_eq!(r.detail(), "Invalid JSON body");
     // A blob webhook: the schema still needs the raw body to be JSON.
     let r = post(&rx, "schema_blob", &[], "{}");
     assert_eq!(r.status, 200, "{}", r.body);
     let r = post(&rx, "schema_blob", &[], "\x00binary");
     assert_eq!(r.status, 400, "{}", r.body);
-    assert_eq!(detail(&r), "Invalid JSON body");
+    assert_eq!(r.detail(), "Invalid JSON body");
     let r = post(&rx, "schema_blob", &[], "[1]");
     assert_eq!(r.status, 400, "{}", r.body);
 }
@@ -422,25 +407,7 @@ fn bearer_and_hmac_on_one_webhook_both_must_pass() {
 #[test]
 fn configs_that_cannot_check_are_rejected_at_load_and_listed() {
     let rx = start();
-    let r = rx.request(
-        "GET",
-        "/admin/config-status",
-        &[("authorization", &bearer(ADMIN))],
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let provider = r.json()["provider"].clone();
-    let reason = |id: &str| -> String {
-        provider["rejected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["key"] == format!("webhooks/{id}"))
-            .unwrap_or_else(|| panic!("{id} not listed: {provider}"))["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let provider = rx.config_status(ADMIN);
     for (id, why) in [
         ("bad_hmac", "'hmac': HMAC secret not configured"),
         ("bad_hmac_blank", "'hmac': HMAC secret not configured"),
@@ -464,7 +431,7 @@ fn configs_that_cannot_check_are_rejected_at_load_and_listed() {
             "'json_schema': Invalid JSON schema configuration",
         ),
     ] {
-        let reason = reason(id);
+        let reason = rejection_reason(&provider, id);
         assert!(reason.starts_with(why), "{id}: {reason}");
         assert!(!reason.contains("MII"), "{id} echoes the key: {reason}");
         let r = post(&rx, id, &[], BODY);
@@ -474,11 +441,7 @@ fn configs_that_cannot_check_are_rejected_at_load_and_listed() {
         "github", "shopify", "stripe", "jwt_hs", "jwt_rs", "schema", "combined", "nulls",
     ] {
         assert!(
-            provider["rejected"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["key"] != format!("webhooks/{id}")),
+            rejection(&provider, &format!("webhooks/{id}")).is_none(),
             "{id} rejected: {provider}"
         );
     }

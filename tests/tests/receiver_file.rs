@@ -4,8 +4,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use cwm_tests::{Receiver, eventually, read_reply, write_lossy};
+use cwm_tests::{Receiver, eventually, read_reply, rejection, rejection_reason, write_lossy};
 use serde_json::{Value, json};
+
+const ADMIN: &str = "adm1n";
 
 const WEBHOOKS: &str = r#"{
   "archive":   {"module": "save_to_disk", "module-config": {"path": "out"}},
@@ -20,7 +22,7 @@ fn start() -> Receiver {
         &[("webhooks.json", WEBHOOKS), ("connections.json", "{}")],
         &[
             ("HOOK_TOKEN", "t0ken"),
-            ("CONFIG_RELOAD_ADMIN_TOKEN", "adm1n"),
+            ("CONFIG_RELOAD_ADMIN_TOKEN", ADMIN),
         ],
     )
 }
@@ -271,14 +273,7 @@ fn edited_file_is_served_without_restart_and_invalid_file_keeps_previous() {
         200,
         "previous config keeps serving"
     );
-    let status = rx.request(
-        "GET",
-        "/admin/config-status",
-        &[("authorization", "Bearer adm1n")],
-        None,
-    );
-    assert_eq!(status.status, 200);
-    let err = status.json()["provider"]["last_error"].clone();
+    let err = rx.config_status(ADMIN)["last_error"].clone();
     assert!(
         err.as_str().is_some_and(|e| e.contains("not valid JSON")),
         "{err}"
@@ -288,17 +283,7 @@ fn edited_file_is_served_without_restart_and_invalid_file_keeps_previous() {
     v["broken"] = json!({"module": "no_such_module"});
     std::fs::write(&path, v.to_string()).unwrap();
     assert!(eventually(Duration::from_secs(10), || {
-        let s = rx
-            .request(
-                "GET",
-                "/admin/config-status",
-                &[("authorization", "Bearer adm1n")],
-                None,
-            )
-            .json();
-        s["provider"]["rejected"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x["key"] == "webhooks/broken"))
+        rejection(&rx.config_status(ADMIN), "webhooks/broken").is_some()
     }));
     assert_eq!(rx.post("/webhook/broken", "{}").status, 404);
     assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
@@ -558,25 +543,6 @@ fn h2c_with_prior_knowledge() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
 }
 
-fn config_status(rx: &Receiver) -> Value {
-    let r = rx.request(
-        "GET",
-        "/admin/config-status",
-        &[("authorization", "Bearer adm1n")],
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["provider"].clone()
-}
-
-fn rejection(provider: &Value, key: &str) -> Option<Value> {
-    provider["rejected"]
-        .as_array()?
-        .iter()
-        .find(|r| r["key"] == key)
-        .cloned()
-}
-
 #[test]
 fn null_checks_are_no_checks_and_a_check_that_cannot_work_rejects_its_webhook() {
     let mut hooks = json!({
@@ -588,21 +554,14 @@ fn null_checks_are_no_checks_and_a_check_that_cannot_work_rejects_its_webhook() 
     });
     let rx = Receiver::start(
         &[("webhooks.json", &hooks.to_string())],
-        &[("CONFIG_RELOAD_ADMIN_TOKEN", "adm1n")],
+        &[("CONFIG_RELOAD_ADMIN_TOKEN", ADMIN)],
     );
     assert_eq!(rx.post("/webhook/plain", "{}").status, 200);
     assert_eq!(rx.post("/webhook/hmac_null", "{}").status, 200);
-    let provider = config_status(&rx);
-    let reason = |id: &str| {
-        rejection(&provider, &format!("webhooks/{id}"))
-            .unwrap_or_else(|| panic!("{id} not listed: {provider}"))["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let provider = rx.config_status(ADMIN);
     assert_eq!(rx.post("/webhook/recaptcha_null", "{}").status, 404);
     // Its validator rejects `null` at load (auth_remote.rs has the other reCAPTCHA cases).
-    assert!(reason("recaptcha_null").starts_with("'recaptcha': "));
+    assert!(rejection_reason(&provider, "recaptcha_null").starts_with("'recaptcha': "));
     assert!(rejection(&provider, "webhooks/plain").is_none());
     assert!(rejection(&provider, "webhooks/hmac_null").is_none());
     assert_eq!(provider["total_webhooks"], 2, "{provider}");
@@ -623,7 +582,7 @@ fn null_checks_are_no_checks_and_a_check_that_cannot_work_rejects_its_webhook() 
     std::fs::write(rx.dir.path().join("webhooks.json"), hooks.to_string()).unwrap();
     assert!(
         eventually(Duration::from_secs(10), || rejection(
-            &config_status(&rx),
+            &rx.config_status(ADMIN),
             "webhooks/plain"
         )
         .is_some_and(|r| r["serving_previous"] == true
@@ -645,7 +604,7 @@ fn a_file_that_does_not_parse_is_logged_once_per_change() {
     let path = rx.dir.path().join("webhooks.json");
     std::fs::write(&path, "{ not json").unwrap();
     assert!(eventually(Duration::from_secs(10), || {
-        config_status(&rx)["last_error"]
+        rx.config_status(ADMIN)["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("not valid JSON"))
     }));
@@ -653,7 +612,7 @@ fn a_file_that_does_not_parse_is_logged_once_per_change() {
     // by status polls, would report the same broken file again in each of them.
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(config_status(&rx)["total_webhooks"], 5);
+        assert_eq!(rx.config_status(ADMIN)["total_webhooks"], 5);
     }
     let rejected = "configuration file rejected";
     assert_eq!(count_lines(&rx.stderr(), rejected), 1, "{}", rx.stderr());
@@ -675,14 +634,16 @@ fn a_deleted_webhooks_file_keeps_the_previous_config_until_it_is_back() {
     let path = rx.dir.path().join("webhooks.json");
     std::fs::remove_file(&path).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || config_status(&rx)["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("webhooks.json was deleted"))),
+        eventually(Duration::from_secs(10), || {
+            rx.config_status(ADMIN)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("webhooks.json was deleted"))
+        }),
         "{}",
-        config_status(&rx)
+        rx.config_status(ADMIN)
     );
     assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
-    assert_eq!(config_status(&rx)["total_webhooks"], 5);
+    assert_eq!(rx.config_status(ADMIN)["total_webhooks"], 5);
     let deleted = "configuration file deleted; previous configuration kept";
     let stderr = rx.stderr();
     assert_eq!(count_lines(&stderr, deleted), 1, "{stderr}");
@@ -711,7 +672,7 @@ fn a_deleted_webhooks_file_keeps_the_previous_config_until_it_is_back() {
         "re-created file loaded"
     );
     assert_eq!(rx.post("/webhook/logged", "{}").status, 404);
-    let provider = config_status(&rx);
+    let provider = rx.config_status(ADMIN);
     assert_eq!(provider["last_error"], Value::Null, "{provider}");
     assert_eq!(provider["total_webhooks"], 1);
 }

@@ -38,6 +38,7 @@
 //! (DECISIONS C12): reaching them is the load-time rules' business. Pooled connections were
 //! checked when they were opened.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -71,13 +72,15 @@ use crate::sink::{Event, Payload, Sink, SinkError};
 /// The process-wide client type.
 pub(crate) type HttpClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 
-const MAX_URL_LEN: usize = 8192;
+/// Longest URL accepted, here and for the validators' outbound endpoints.
+pub(crate) const MAX_URL_LEN: usize = 8192;
 const MAX_HEADER_NAME: usize = 200;
 const MAX_HEADER_VALUE: usize = 8192;
 const MAX_TIMEOUT_SECS: f64 = 3600.0;
 /// Response bodies are read (to keep the connection reusable) up to this size, then dropped.
 const MAX_DRAIN: usize = 64 * 1024;
-const USER_AGENT_VALUE: &str = concat!("cwm/", env!("CARGO_PKG_VERSION"));
+/// The `User-Agent` of every outbound request.
+pub(crate) const USER_AGENT_VALUE: &str = concat!("cwm/", env!("CARGO_PKG_VERSION"));
 
 const HOP_BY_HOP: &[&str] = &[
     "host",
@@ -277,7 +280,7 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// Whether the connect-time check refused the connection somewhere in `e`'s causes.
-fn refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if matches!(
@@ -491,7 +494,7 @@ fn classify(status: StatusCode, label: &str) -> Result<(), SinkError> {
 }
 
 /// The error and its causes ("client error (Connect): tcp connect error: Connection refused").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -517,63 +520,26 @@ struct Target {
 impl Target {
     /// V-URL (modules.md 6, pipeline.md 5.4) and the request URI.
     fn parse(raw: &str, allowed_hosts: Option<&[String]>) -> Result<Self, String> {
+        let bad = |why: &str| format!("'module-config.url' {why}");
         let url = raw.trim();
         if url.is_empty() || url.len() > MAX_URL_LEN {
-            return Err("'module-config.url' is empty or too long".into());
+            return Err(bad("is empty or too long"));
         }
         if url.contains('\0') || url.to_ascii_lowercase().contains("%00") {
-            return Err("'module-config.url' contains NUL".into());
+            return Err(bad("contains NUL"));
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or("'module-config.url' must start with http:// or https://")?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err("'module-config.url' must start with http:// or https://".into());
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (netloc, tail) = rest.split_at(end);
+        let (scheme, netloc, tail) = split_url(url).map_err(bad)?;
         if netloc.is_empty() {
-            return Err("'module-config.url' has no host".into());
+            return Err(bad("has no host"));
         }
         let (userinfo, hostport) = match netloc.rfind('@') {
             Some(i) => (Some(&netloc[..i]), &netloc[i + 1..]),
             None => (None, netloc),
         };
-        let (host, port) = split_host_port(hostport)?;
+        let (host, port) = split_host_port(hostport).map_err(bad)?;
         let host = host.to_ascii_lowercase();
         check_host(&host, allowed_hosts)?;
-
-        let tail = tail.split('#').next().unwrap_or_default();
-        let path_and_query = if tail.starts_with('/') {
-            tail.to_owned()
-        } else {
-            format!("/{tail}")
-        };
-        let host_part = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        };
-        let authority = match port {
-            Some(p) => format!("{host_part}:{p}"),
-            None => host_part,
-        };
-        let uri = Uri::builder()
-            .scheme(scheme.as_str())
-            .authority(authority.as_str())
-            .path_and_query(path_and_query.as_str())
-            .build()
-            .map_err(|_| "'module-config.url' is not a valid URL")?;
-        // The request must go to the host that was checked, whatever the URI parser thinks.
-        let sent_to = uri.host().map(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase()
-        });
-        if sent_to.as_deref() != Some(host.as_str()) {
-            return Err("'module-config.url' is ambiguous".into());
-        }
+        let (uri, authority) = request_uri(&scheme, &host, port, tail).map_err(bad)?;
 
         let mut secrets = Vec::new();
         let basic_auth = match userinfo {
@@ -586,15 +552,14 @@ impl Target {
                 if !pass.is_empty() {
                     secrets.push(pass.clone().into_owned());
                 }
-                let token = STANDARD.encode(format!("{user}:{pass}"));
-                let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-                    .map_err(|_| "'module-config.url' has invalid credentials")?;
-                value.set_sensitive(true);
-                Some(value)
+                Some(
+                    basic_auth(&user, &pass)
+                        .ok_or("'module-config.url' has invalid credentials")?,
+                )
             }
             _ => None,
         };
-        if let Some((_, query)) = path_and_query.split_once('?')
+        if let Some(query) = uri.query()
             && !query.is_empty()
         {
             secrets.push(query.to_owned());
@@ -618,26 +583,33 @@ impl Target {
     }
 }
 
-/// Host and optional port of `host[:port]` or `[v6][:port]`.
-fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), String> {
+/// The lower-case scheme, the authority (`[user@]host[:port]`) and the rest (path, query,
+/// fragment) of an `http` or `https` URL. Errors are reasons, for the caller to prefix.
+pub(crate) fn split_url(url: &str) -> Result<(String, &str, &str), &'static str> {
+    const NOT_HTTP: &str = "must start with http:// or https://";
+    let (scheme, rest) = url.split_once("://").ok_or(NOT_HTTP)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(NOT_HTTP);
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    Ok((scheme, authority, tail))
+}
+
+/// Host and optional port of `host[:port]` or `[v6][:port]`. Errors are reasons, for the caller
+/// to prefix.
+pub(crate) fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), &'static str> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("'module-config.url' has an unclosed '['")?;
+        let (host, after) = rest.split_once(']').ok_or("has an unclosed '['")?;
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(
-                "'module-config.url' has brackets around something that is not IPv6".into(),
-            );
+            return Err("has brackets around something that is not IPv6");
         }
         match after {
             "" => (host, None),
             _ => (
                 host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or("'module-config.url' has junk after ']'")?,
-                ),
+                Some(after.strip_prefix(':').ok_or("has junk after ']'")?),
             ),
         }
     } else {
@@ -647,19 +619,71 @@ fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), String> {
         }
     };
     if host.is_empty() {
-        return Err("'module-config.url' has no host".into());
+        return Err("has no host");
     }
     let port = match port {
         None | Some("") => None,
-        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 5 => {
+        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
             match p.parse::<u16>() {
                 Ok(n) if n > 0 => Some(n),
-                _ => return Err("'module-config.url' has an invalid port".into()),
+                _ => return Err("has an invalid port"),
             }
         }
-        Some(_) => return Err("'module-config.url' has an invalid port".into()),
+        Some(_) => return Err("has an invalid port"),
     };
     Ok((host, port))
+}
+
+/// The request URI for a checked `host` (lower-case, without brackets), built from the checked
+/// parts so that parser differences cannot send the request elsewhere, and its authority
+/// (`host[:port]`, IPv6 in brackets). `tail` is what follows the authority; its fragment is
+/// dropped. Errors are reasons, for the caller to prefix.
+pub(crate) fn request_uri(
+    scheme: &str,
+    host: &str,
+    port: Option<u16>,
+    tail: &str,
+) -> Result<(Uri, String), &'static str> {
+    let tail = tail.split('#').next().unwrap_or_default();
+    let path_and_query = if tail.starts_with('/') {
+        Cow::Borrowed(tail)
+    } else {
+        Cow::Owned(format!("/{tail}"))
+    };
+    let host_part = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let authority = match port {
+        Some(p) => format!("{host_part}:{p}"),
+        None => host_part,
+    };
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority.as_str())
+        .path_and_query(path_and_query.as_ref())
+        .build()
+        .map_err(|_| "is not a valid URL")?;
+    // The request must go to the host that was checked, whatever the URI parser thinks.
+    let sent_to = uri.host().map(|h| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase()
+    });
+    if sent_to.as_deref() != Some(host) {
+        return Err("is ambiguous");
+    }
+    Ok((uri, authority))
+}
+
+/// An `Authorization: Basic` value for `user:password`, marked sensitive; `None` when it cannot
+/// be a header value.
+pub(crate) fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
+    let token = STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The host rules of V-URL. `host` is lower-case, without brackets.

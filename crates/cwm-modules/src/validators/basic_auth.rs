@@ -11,8 +11,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde_json::{Map, Value};
 
+use super::config::{Fields, section};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
 
 pub(crate) const KEY: &str = "basic_auth";
@@ -29,37 +29,23 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(ValidatorError::new(
-                KEY,
-                "must be an object with 'username' and 'password'",
-            ));
-        }
+    let Some(fields) = section(ctx, KEY, "must be an object with 'username' and 'password'")?
+    else {
+        return Ok(None);
     };
-    let username = required(obj, "username")?;
-    let password = required(obj, "password")?;
+    let username = required(&fields, "username")?;
+    let password = required(&fields, "password")?;
     Ok(Some(Arc::new(BasicAuth {
         username: username.as_bytes().into(),
         password: password.as_bytes().into(),
     })))
 }
 
-/// A non-empty string field of the config.
-fn required<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, ValidatorError> {
-    match obj.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        None | Some(Value::Null) | Some(Value::String(_)) => Err(ValidatorError::new(
-            KEY,
-            format!("{NOT_CONFIGURED}: '{name}' is missing or empty"),
-        )),
-        Some(_) => Err(ValidatorError::new(
-            KEY,
-            format!("'{name}' must be a string"),
-        )),
-    }
+/// A non-empty string field of the config: the user name or the password.
+fn required<'a>(fields: &Fields<'a>, name: &str) -> Result<&'a str, ValidatorError> {
+    fields
+        .non_empty(name)?
+        .ok_or_else(|| fields.error(format!("{NOT_CONFIGURED}: '{name}' is missing or empty")))
 }
 
 struct BasicAuth {
@@ -137,31 +123,18 @@ impl Validator for BasicAuth {
     }
 
     fn check(&self, head: &RequestHead<'_>, _body: &[u8]) -> Verdict {
-        let header = head
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        self.judge(header).into()
+        self.judge(head.authorization()).into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use serde_json::json;
+    use crate::validators::test_support::{self, msg};
+    use serde_json::{Value, json};
 
     fn build_with(value: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let config =
-            WebhookConfig::from_value(json!({"module": "log", KEY: value}), &|_: &str| None)
-                .unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::build_with(build, KEY, value)
     }
 
     fn auth() -> BasicAuth {
@@ -173,14 +146,6 @@ mod tests {
 
     fn basic(user_pass: &str) -> String {
         format!("Basic {}", BASE64.encode(user_pass))
-    }
-
-    fn msg(r: Result<(), Denial>) -> String {
-        match r {
-            Ok(()) => "ok".into(),
-            Err(Denial::Unauthorized(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
-        }
     }
 
     #[test]

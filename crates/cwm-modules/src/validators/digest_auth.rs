@@ -16,9 +16,9 @@
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::config::{Fields, section};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
 
 pub(crate) const KEY: &str = "digest_auth";
@@ -31,17 +31,11 @@ const REQUIRED: [&str; 5] = ["username", "realm", "nonce", "uri", "response"];
 const MAX_ECHO_CHARS: usize = 32;
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(ValidatorError::new(
-                KEY,
-                "must be an object with 'username' and 'password'",
-            ));
-        }
+    let Some(fields) = section(ctx, KEY, "must be an object with 'username' and 'password'")?
+    else {
+        return Ok(None);
     };
-    let config = Config::from_object(obj)?;
+    let config = Config::from_fields(&fields)?;
     let ha1 = config.algorithm.hex(&[
         config.username.as_bytes(),
         config.realm.as_bytes(),
@@ -119,27 +113,25 @@ struct Config<'a> {
 }
 
 impl<'a> Config<'a> {
-    fn from_object(obj: &'a Map<String, Value>) -> Result<Self, ValidatorError> {
-        let username = credential(obj, "username")?;
-        let password = credential(obj, "password")?;
-        let realm = string(obj, "realm")?.unwrap_or(DEFAULT_REALM);
-        let algorithm = match string(obj, "algorithm")? {
+    fn from_fields(fields: &Fields<'a>) -> Result<Self, ValidatorError> {
+        let username = credential(fields, "username")?;
+        let password = credential(fields, "password")?;
+        let realm = fields.string("realm")?.unwrap_or(DEFAULT_REALM);
+        let algorithm = match fields.string("algorithm")? {
             None => Algorithm::Md5,
             Some(name) => Algorithm::parse(name.trim()).ok_or_else(|| {
-                ValidatorError::new(
-                    KEY,
-                    format!("algorithm '{name}' is not supported (MD5 or SHA-256)"),
-                )
+                fields.error(format!(
+                    "algorithm '{name}' is not supported (MD5 or SHA-256)"
+                ))
             })?,
         };
-        let qop_auth = match string(obj, "qop")? {
+        let qop_auth = match fields.string("qop")? {
             None | Some("auth") => true,
             Some("") => false,
             Some(other) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    format!("qop '{other}' is not supported (\"auth\", or \"\" for none)"),
-                ));
+                return Err(fields.error(format!(
+                    "qop '{other}' is not supported (\"auth\", or \"\" for none)"
+                )));
             }
         };
         Ok(Self {
@@ -153,26 +145,10 @@ impl<'a> Config<'a> {
 }
 
 /// A required non-empty string: the user name or the password.
-fn credential<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, ValidatorError> {
-    match string(obj, name)? {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(ValidatorError::new(
-            KEY,
-            format!("{NOT_CONFIGURED}: '{name}' is missing or empty"),
-        )),
-    }
-}
-
-/// An optional string field; `null` counts as absent.
-fn string<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ValidatorError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ValidatorError::new(
-            KEY,
-            format!("'{name}' must be a string"),
-        )),
-    }
+fn credential<'a>(fields: &Fields<'a>, name: &str) -> Result<&'a str, ValidatorError> {
+    fields
+        .non_empty(name)?
+        .ok_or_else(|| fields.error(format!("{NOT_CONFIGURED}: '{name}' is missing or empty")))
 }
 
 struct DigestAuth {
@@ -314,51 +290,28 @@ impl Validator for DigestAuth {
     }
 
     fn check(&self, head: &RequestHead<'_>, _body: &[u8]) -> Verdict {
-        let header = head
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        self.judge(head.method.as_str(), header).into()
+        self.judge(head.method.as_str(), head.authorization())
+            .into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use serde_json::json;
+    use crate::validators::test_support::{self, Req};
+    use serde_json::{Value, json};
 
     fn build_with(value: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let config =
-            WebhookConfig::from_value(json!({"module": "log", KEY: value}), &|_: &str| None)
-                .unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::build_with(build, KEY, value)
     }
 
     fn judge(v: &Arc<dyn Validator>, method: http::Method, auth: Option<&str>) -> String {
-        let mut headers = http::HeaderMap::new();
-        if let Some(a) = auth {
-            headers.insert(http::header::AUTHORIZATION, a.parse().unwrap());
-        }
-        let head = RequestHead {
-            method: &method,
-            path: "/webhook/hook",
-            query: None,
-            headers: &headers,
-            peer: None,
+        let headers: &[(&str, &str)] = match auth {
+            Some(a) => &[("authorization", a)],
+            None => &[],
         };
-        match v.check(&head, b"") {
-            Verdict::Pass => "ok".into(),
-            Verdict::Deny(Denial::Unauthorized(m)) => m.into_owned(),
-            Verdict::Deny(other) => format!("{other:?}"),
-            Verdict::Later(_) => "later".into(),
-        }
+        let req = Req::new(method.as_str(), "/webhook/hook", None, headers);
+        test_support::check(&**v, &req)
     }
 
     fn md5(s: &str) -> String {

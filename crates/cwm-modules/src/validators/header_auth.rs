@@ -10,104 +10,41 @@
 use std::sync::Arc;
 
 use http::HeaderName;
-use serde_json::{Map, Value};
 
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::api_key::ApiKey;
+use super::config::section;
+use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
 
 pub(crate) const KEY: &str = "header_auth";
 
 const DEFAULT_HEADER: &str = "X-API-Key";
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(ValidatorError::new(KEY, "must be an object with 'api_key'"));
-        }
+    let Some(fields) = section(ctx, KEY, "must be an object with 'api_key'")? else {
+        return Ok(None);
     };
-    let config = Config::from_object(obj)?;
-    let header = HeaderName::from_bytes(config.header_name.as_bytes()).map_err(|_| {
-        ValidatorError::new(
-            KEY,
-            format!(
-                "header_name '{}' is not a valid HTTP header name",
-                config.header_name
-            ),
-        )
+    let shown = fields
+        .string("header_name")
+        .map_err(|_| fields.error("Header auth header_name must be a string"))?
+        .map_or(DEFAULT_HEADER, str::trim);
+    let api_key = ApiKey::from_config(&fields, "Header auth")?;
+    let header = HeaderName::from_bytes(shown.as_bytes()).map_err(|_| {
+        fields.error(format!(
+            "header_name '{shown}' is not a valid HTTP header name"
+        ))
     })?;
-    let api_key = if config.case_sensitive {
-        config.api_key.to_owned()
-    } else {
-        config.api_key.to_lowercase()
-    };
     Ok(Some(Arc::new(HeaderAuth {
         header,
-        shown: config.header_name.into(),
-        api_key: api_key.into_bytes().into(),
-        case_sensitive: config.case_sensitive,
+        shown: shown.into(),
+        api_key,
     })))
-}
-
-/// The typed `header_auth` object.
-struct Config<'a> {
-    header_name: &'a str,
-    api_key: &'a str,
-    case_sensitive: bool,
-}
-
-impl<'a> Config<'a> {
-    fn from_object(obj: &'a Map<String, Value>) -> Result<Self, ValidatorError> {
-        let header_name = match obj.get("header_name") {
-            None | Some(Value::Null) => DEFAULT_HEADER,
-            Some(Value::String(s)) => s.trim(),
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Header auth header_name must be a string",
-                ));
-            }
-        };
-        let api_key = match obj.get("api_key") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-            None | Some(Value::Null) | Some(Value::String(_)) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Header auth API key not configured: 'api_key' is missing or blank",
-                ));
-            }
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Header auth API key must be a string",
-                ));
-            }
-        };
-        let case_sensitive = match obj.get("case_sensitive") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "'case_sensitive' must be true or false",
-                ));
-            }
-        };
-        Ok(Self {
-            header_name,
-            api_key,
-            case_sensitive,
-        })
-    }
 }
 
 struct HeaderAuth {
     header: HeaderName,
     /// The header name as configured, for messages.
     shown: Box<str>,
-    /// The key, lower-cased unless `case_sensitive`.
-    api_key: Box<[u8]>,
-    case_sensitive: bool,
+    api_key: ApiKey,
 }
 
 impl HeaderAuth {
@@ -118,17 +55,14 @@ impl HeaderAuth {
                 self.shown
             )));
         };
-        let value = String::from_utf8_lossy(value);
-        let invalid = || Denial::unauthorized(format!("Invalid API key in header: {}", self.shown));
-        if value.trim().is_empty() {
-            return Err(invalid());
-        }
-        let matches = if self.case_sensitive {
-            ct_eq(value.as_bytes(), &self.api_key)
+        if self.api_key.matches(&String::from_utf8_lossy(value)) {
+            Ok(())
         } else {
-            ct_eq(value.to_lowercase().as_bytes(), &self.api_key)
-        };
-        if matches { Ok(()) } else { Err(invalid()) }
+            Err(Denial::unauthorized(format!(
+                "Invalid API key in header: {}",
+                self.shown
+            )))
+        }
     }
 }
 
@@ -150,43 +84,15 @@ impl Validator for HeaderAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use serde_json::json;
+    use crate::validators::test_support::{self, Req};
+    use serde_json::{Value, json};
 
     fn build_with(value: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let config =
-            WebhookConfig::from_value(json!({"module": "log", KEY: value}), &|_: &str| None)
-                .unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::build_with(build, KEY, value)
     }
 
     fn check(v: &Arc<dyn Validator>, headers: &[(&str, &str)]) -> String {
-        let mut map = http::HeaderMap::new();
-        for (k, val) in headers {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                val.parse().unwrap(),
-            );
-        }
-        let head = RequestHead {
-            method: &http::Method::POST,
-            path: "/webhook/hook",
-            query: None,
-            headers: &map,
-            peer: None,
-        };
-        match v.check(&head, b"") {
-            Verdict::Pass => "ok".into(),
-            Verdict::Deny(Denial::Unauthorized(m)) => m.into_owned(),
-            Verdict::Deny(other) => format!("{other:?}"),
-            Verdict::Later(_) => "later".into(),
-        }
+        test_support::check(&**v, &Req::post(headers))
     }
 
     #[test]

@@ -23,10 +23,8 @@ use ::hmac::{Hmac, Mac};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderName;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
+use super::config::{Fields, section};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
 
 pub(crate) const KEY: &str = "hmac";
@@ -55,12 +53,22 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Hex,
     Base64,
     Stripe,
+}
+
+impl Format {
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "hex" => Some(Self::Hex),
+            "base64" => Some(Self::Base64),
+            "stripe" => Some(Self::Stripe),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,25 +152,10 @@ impl Key {
 }
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => return Err(ValidatorError::new(KEY, "must be an object with 'secret'")),
+    let Some(fields) = section(ctx, KEY, "must be an object with 'secret'")? else {
+        return Ok(None);
     };
-    HmacCheck::from_config(obj).map(|v| Some(Arc::new(v) as Arc<dyn Validator>))
-}
-
-/// One optional field of the config object; `null` counts as absent. Errors name the field.
-fn field<T: DeserializeOwned>(
-    obj: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<T>, ValidatorError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v)
-            .map(Some)
-            .map_err(|e| ValidatorError::new(KEY, format!("'{name}': {e}"))),
-    }
+    HmacCheck::from_config(&fields).map(|v| Some(Arc::new(v) as Arc<dyn Validator>))
 }
 
 /// The `hmac` check of one webhook.
@@ -177,52 +170,35 @@ struct HmacCheck {
 }
 
 impl HmacCheck {
-    fn from_config(obj: &Map<String, Value>) -> Result<Self, ValidatorError> {
-        // Read by hand: a secret of the wrong type must not be echoed in the error.
-        let secret = match obj.get("secret") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-            Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "HMAC secret not configured: 'secret' is missing or blank",
-                ));
-            }
-            Some(_) => return Err(ValidatorError::new(KEY, "'secret' must be a string")),
-        };
-        let algorithm = match field::<String>(obj, "algorithm")? {
+    fn from_config(fields: &Fields<'_>) -> Result<Self, ValidatorError> {
+        let secret = fields.non_blank("secret")?.ok_or_else(|| {
+            fields.error("HMAC secret not configured: 'secret' is missing or blank")
+        })?;
+        let algorithm = match fields.string("algorithm")? {
             None => Algorithm::Sha256,
-            Some(name) => Algorithm::parse(&name).ok_or_else(|| {
-                ValidatorError::new(
-                    KEY,
-                    format!("Unsupported HMAC algorithm: {name} (sha256, sha1 or sha512)"),
-                )
+            Some(name) => Algorithm::parse(name).ok_or_else(|| {
+                fields.error(format!(
+                    "Unsupported HMAC algorithm: {name} (sha256, sha1 or sha512)"
+                ))
             })?,
         };
-        let format = match field::<String>(obj, "format")? {
+        let format = match fields.string("format")? {
             None => Format::Hex,
-            Some(name) => Format::deserialize(Value::String(name.trim().to_ascii_lowercase()))
-                .map_err(|_| {
-                    ValidatorError::new(
-                        KEY,
-                        format!("unknown format '{name}' (hex, base64 or stripe)"),
-                    )
-                })?,
+            Some(name) => Format::parse(name).ok_or_else(|| {
+                fields.error(format!("unknown format '{name}' (hex, base64 or stripe)"))
+            })?,
         };
         let default_header = match format {
             Format::Stripe => STRIPE_HEADER,
             Format::Hex | Format::Base64 => DEFAULT_HEADER,
         };
-        let shown = field::<String>(obj, "header")?
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|| default_header.to_owned());
+        let shown = fields.string("header")?.map_or(default_header, str::trim);
         let header = HeaderName::from_bytes(shown.as_bytes()).map_err(|_| {
-            ValidatorError::new(
-                KEY,
-                format!("header '{shown}' is not a valid HTTP header name"),
-            )
+            fields.error(format!("header '{shown}' is not a valid HTTP header name"))
         })?;
-        let tolerance_seconds =
-            field::<u64>(obj, "tolerance_seconds")?.unwrap_or(DEFAULT_TOLERANCE_SECONDS);
+        let tolerance_seconds = fields
+            .unsigned("tolerance_seconds")?
+            .unwrap_or(DEFAULT_TOLERANCE_SECONDS);
         Ok(Self {
             key: Key::new(algorithm, secret.as_bytes())?,
             algorithm,
@@ -250,13 +226,16 @@ impl HmacCheck {
             }
             Format::Base64 => {
                 let value = value.ok_or(NOT_BASE64).map_err(Denial::unauthorized)?;
-                let given = BASE64
-                    .decode(value)
+                // Room for the longest header looked at: any base64 it holds decodes here, on
+                // the stack (a value longer than a MAC is a mismatch, not a format error).
+                let mut buf = [0; MAX_HEADER_BYTES / 4 * 3];
+                let n = BASE64
+                    .decode_slice(value, &mut buf)
                     .ok()
                     .filter(|_| !value.is_empty())
                     .ok_or(NOT_BASE64)
                     .map_err(Denial::unauthorized)?;
-                matches(&given, &self.key.tag(&[body]))
+                matches(&buf[..n], &self.key.tag(&[body]))
             }
             Format::Stripe => self.verify_stripe(
                 value.ok_or(NOT_STRIPE).map_err(Denial::unauthorized)?,
@@ -386,15 +365,13 @@ impl Validator for HmacCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::validators::test_support::{self, msg, object};
+    use serde_json::{Value, json};
 
     const BODY: &[u8] = br#"{"action":"opened","number":1}"#;
 
     fn hook(config: Value) -> Result<HmacCheck, ValidatorError> {
-        match config {
-            Value::Object(obj) => HmacCheck::from_config(&obj),
-            _ => unreachable!(),
-        }
+        HmacCheck::from_config(&Fields::new(KEY, &object(config)))
     }
 
     fn hex(bytes: &[u8]) -> String {
@@ -407,14 +384,6 @@ mod tests {
             m.update(p);
         }
         m.finalize().into_bytes().to_vec()
-    }
-
-    fn msg(r: Result<(), Denial>) -> String {
-        match r {
-            Ok(()) => "ok".into(),
-            Err(Denial::Unauthorized(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
-        }
     }
 
     #[test]
@@ -506,6 +475,10 @@ mod tests {
             BAD_SIGNATURE
         );
         assert_eq!(msg(h.verify(Some(sig.as_bytes()), b"{}", 0)), BAD_SIGNATURE);
+        // Base64 of anything longer than a MAC, up to the longest header, is a mismatch.
+        let long = BASE64.encode(vec![7u8; MAX_HEADER_BYTES / 4 * 3]);
+        assert_eq!(long.len(), MAX_HEADER_BYTES);
+        assert_eq!(msg(h.verify(Some(long.as_bytes()), BODY, 0)), BAD_SIGNATURE);
         assert_eq!(msg(h.verify(Some(b"not base64!"), BODY, 0)), NOT_BASE64);
         assert_eq!(msg(h.verify(Some(b""), BODY, 0)), NOT_BASE64);
         assert_eq!(
@@ -633,23 +606,16 @@ mod tests {
 
     #[test]
     fn build_reads_the_webhook_config() {
-        let ctx = crate::context::ModuleContext::with_log_target(Box::new(std::io::sink()));
         let build_with = |v: Value| {
-            let config = cwm_config::WebhookConfig::from_value(v, &|_: &str| None).unwrap();
-            build(&BuildContext {
-                webhook_id: "h",
-                config: &config,
-                modules: &ctx,
-            })
-            .map(|v| v.map(|v| (v.name(), v.phase())))
+            test_support::with_context("h", v, build).map(|v| v.map(|v| (v.name(), v.phase())))
         };
-        assert_eq!(build_with(json!({"module": "log"})), Ok(None));
-        assert_eq!(build_with(json!({"module": "log", "hmac": null})), Ok(None));
+        assert_eq!(build_with(json!({})), Ok(None));
+        assert_eq!(build_with(json!({"hmac": null})), Ok(None));
         assert_eq!(
-            build_with(json!({"module": "log", "hmac": {"secret": "s"}})),
+            build_with(json!({"hmac": {"secret": "s"}})),
             Ok(Some(("hmac", Phase::Body)))
         );
-        assert!(build_with(json!({"module": "log", "hmac": {}})).is_err());
-        assert!(build_with(json!({"module": "log", "hmac": "s"})).is_err());
+        assert!(build_with(json!({"hmac": {}})).is_err());
+        assert!(build_with(json!({"hmac": "s"})).is_err());
     }
 }

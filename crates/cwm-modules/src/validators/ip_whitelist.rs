@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
@@ -25,10 +25,13 @@ use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError,
 
 pub(crate) const KEY: &str = "ip_whitelist";
 /// The webhook-level key listing the proxies whose forwarding headers are believed.
-pub(crate) const TRUSTED_PROXIES: &str = "trusted_proxies";
+const TRUSTED_PROXIES: &str = "trusted_proxies";
 
 /// Longest piece of a forwarding header echoed back in a refusal.
 const MAX_ECHO_CHARS: usize = 64;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
     let allowed = match ctx.config.extra.get(KEY) {
@@ -130,7 +133,7 @@ impl IpWhitelist {
         if !self.proxies.contains(&peer) {
             return Ok(peer);
         }
-        let forwarded = header_text(headers, "x-forwarded-for");
+        let forwarded = header_text(headers, &X_FORWARDED_FOR);
         let hops: Vec<&str> = forwarded
             .split(',')
             .map(str::trim)
@@ -147,7 +150,7 @@ impl IpWhitelist {
             }
             return parse_ip(leftmost);
         }
-        let real = header_text(headers, "x-real-ip");
+        let real = header_text(headers, &X_REAL_IP);
         match real.trim() {
             "" => Ok(peer),
             real => parse_ip(real),
@@ -156,7 +159,7 @@ impl IpWhitelist {
 }
 
 /// Every value of header `name`, joined with `,`, without CR, LF or NUL.
-fn header_text(headers: &HeaderMap, name: &str) -> String {
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> String {
     let mut out = String::new();
     for value in headers.get_all(name) {
         if !out.is_empty() {
@@ -197,20 +200,11 @@ impl Validator for IpWhitelist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
+    use crate::validators::test_support::{self, headers};
     use serde_json::json;
 
     fn build_with(doc: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let mut doc = doc;
-        doc["module"] = json!("log");
-        let config = WebhookConfig::from_value(doc, &|_: &str| None).unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::with_context("hook", doc, build)
     }
 
     fn list(allowed: &[&str], proxies: &[&str]) -> IpWhitelist {
@@ -224,23 +218,8 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
-
     fn msg(r: Result<(), Denial>) -> String {
-        match r {
-            Ok(()) => "ok".into(),
-            Err(Denial::Forbidden(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
-        }
+        test_support::message(r, 403)
     }
 
     #[test]

@@ -6,8 +6,7 @@
 //! references (`#/$defs/...`, `#/definitions/...`) resolved. A schema that does not compile, or a
 //! value that is not an object, rejects the webhook at load. `null` means no check.
 //!
-//! A body that is not JSON, or does not match, is refused with 400 (DECISIONS H2). The message
-//! names where the first mismatch is and which keyword failed, never the offending value.
+//! A body that is not JSON, or does not match, is refused with 400. The message names where the first mismatch is and which keyword failed, never the offending value.
 
 use std::sync::Arc;
 
@@ -107,14 +106,11 @@ impl Validator for JsonSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validators::test_support;
     use serde_json::json;
 
     fn msg(r: Result<(), Denial>) -> String {
-        match r {
-            Ok(()) => "ok".into(),
-            Err(Denial::Invalid(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
-        }
+        test_support::message(r, 400)
     }
 
     fn order_schema() -> JsonSchema {

@@ -13,15 +13,16 @@
 //! claim. Claims are only judged once the signature is good, so a message about a claim tells a
 //! sender nothing it could not read in its own token.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use simple_asn1::ASN1Block;
 
+use super::config::{Fields, section};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
 
 pub(crate) const KEY: &str = "jwt";
@@ -31,25 +32,10 @@ const DEFAULT_ALGORITHM: &str = "HS256";
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => return Err(ValidatorError::new(KEY, "must be an object with 'secret'")),
+    let Some(fields) = section(ctx, KEY, "must be an object with 'secret'")? else {
+        return Ok(None);
     };
-    Jwt::from_config(obj).map(|v| Some(Arc::new(v) as Arc<dyn Validator>))
-}
-
-/// One optional field of the config object; `null` counts as absent. Errors name the field.
-fn field<T: DeserializeOwned>(
-    obj: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<T>, ValidatorError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v)
-            .map(Some)
-            .map_err(|e| ValidatorError::new(KEY, format!("'{name}': {e}"))),
-    }
+    Jwt::from_config(&fields).map(|v| Some(Arc::new(v) as Arc<dyn Validator>))
 }
 
 /// The algorithms this build verifies, by their JOSE names.
@@ -92,37 +78,31 @@ struct Jwt {
 }
 
 impl Jwt {
-    fn from_config(obj: &Map<String, Value>) -> Result<Self, ValidatorError> {
-        // Read by hand: a secret of the wrong type must not be echoed in the error.
-        let secret = match obj.get("secret") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-            Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "JWT secret is required and cannot be empty",
-                ));
-            }
-            Some(_) => return Err(ValidatorError::new(KEY, "'secret' must be a string")),
-        };
-        let name = field::<String>(obj, "algorithm")?
-            .map(|a| a.trim().to_ascii_uppercase())
-            .unwrap_or_else(|| DEFAULT_ALGORITHM.to_owned());
+    fn from_config(fields: &Fields<'_>) -> Result<Self, ValidatorError> {
+        let secret = fields
+            .non_blank("secret")?
+            .ok_or_else(|| fields.error("JWT secret is required and cannot be empty"))?;
+        let name = fields
+            .string("algorithm")?
+            .map_or(DEFAULT_ALGORITHM.to_owned(), |a| {
+                a.trim().to_ascii_uppercase()
+            });
         let alg = algorithm(&name)?;
         let key = decoding_key(alg, &name, secret)?;
 
         let mut validation = Validation::new(alg);
-        validation.leeway = field::<u64>(obj, "leeway_seconds")?.unwrap_or(0);
+        validation.leeway = fields.unsigned("leeway_seconds")?.unwrap_or(0);
         validation.validate_nbf = true;
-        validation.validate_exp = field::<bool>(obj, "verify_exp")?.unwrap_or(true);
+        validation.validate_exp = fields.boolean("verify_exp", true)?;
         validation.required_spec_claims.clear();
         if validation.validate_exp {
             validation.required_spec_claims.insert("exp".into());
         }
-        if let Some(issuer) = field::<String>(obj, "issuer")?.filter(|s| !s.is_empty()) {
+        if let Some(issuer) = fields.non_empty("issuer")? {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".into());
         }
-        if let Some(audience) = field::<String>(obj, "audience")?.filter(|s| !s.is_empty()) {
+        if let Some(audience) = fields.non_empty("audience")? {
             validation.set_audience(&[audience]);
             validation.required_spec_claims.insert("aud".into());
         }
@@ -140,7 +120,7 @@ impl Jwt {
             .map(str::trim)
             .ok_or_else(|| Denial::unauthorized("JWT Bearer token required"))?;
         let data = jsonwebtoken::decode::<TimeClaims>(token, &self.key, &self.validation)
-            .map_err(|e| Denial::unauthorized(message(e.kind())))?;
+            .map_err(|e| Denial::Unauthorized(message(e.kind())))?;
         let numeric = |v: &Option<Value>| v.as_ref().is_none_or(Value::is_number);
         if numeric(&data.claims.iat) && numeric(&data.claims.nbf) {
             Ok(())
@@ -159,7 +139,7 @@ struct TimeClaims {
     nbf: Option<Value>,
 }
 
-fn message(kind: &ErrorKind) -> String {
+fn message(kind: &ErrorKind) -> Cow<'static, str> {
     match kind {
         ErrorKind::ExpiredSignature => "JWT token expired".into(),
         ErrorKind::InvalidIssuer => "Invalid JWT issuer".into(),
@@ -177,7 +157,7 @@ fn message(kind: &ErrorKind) -> String {
                 c @ ("exp" | "iss" | "aud" | "nbf" | "sub") => c,
                 _ => "claim",
             };
-            format!("JWT missing required claim: {claim}")
+            format!("JWT missing required claim: {claim}").into()
         }
         _ => "JWT validation failed".into(),
     }
@@ -264,17 +244,14 @@ impl Validator for Jwt {
     }
 
     fn check(&self, head: &RequestHead<'_>, _body: &[u8]) -> Verdict {
-        let header = head
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        self.verify(header).into()
+        self.verify(head.authorization()).into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validators::test_support::{self, object};
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
@@ -365,10 +342,7 @@ Hxb87Y913VnDcPHvUwJCZtGA63NdGMJL\n\
 -----END PUBLIC KEY-----\n";
 
     fn hook(config: Value) -> Result<Jwt, ValidatorError> {
-        match config {
-            Value::Object(obj) => Jwt::from_config(&obj),
-            _ => unreachable!(),
-        }
+        Jwt::from_config(&Fields::new(KEY, &object(config)))
     }
 
     fn now() -> u64 {
@@ -385,11 +359,7 @@ Hxb87Y913VnDcPHvUwJCZtGA63NdGMJL\n\
     }
 
     fn msg(j: &Jwt, token: &str) -> String {
-        match j.verify(Some(format!("Bearer {token}").as_bytes())) {
-            Ok(()) => "ok".into(),
-            Err(Denial::Unauthorized(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
-        }
+        test_support::msg(j.verify(Some(format!("Bearer {token}").as_bytes())))
     }
 
     #[test]

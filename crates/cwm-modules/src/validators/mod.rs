@@ -8,11 +8,13 @@
 //! is read, before it is parsed. Within a phase, checks run in the Python gateway's fixed order
 //! ([`VALIDATORS`]); every configured check must pass and the first failure answers.
 //!
-//! Adding a method is one file in this folder (its typed config, its [`Validator`] and a `build`
-//! function) plus one line in [`VALIDATORS`].
+//! Adding a method is one file in this folder (its typed config, read with the readers of
+//! `config.rs`, its [`Validator`] and a `build` function) plus one line in [`VALIDATORS`].
 
+mod api_key;
 mod authorization;
 mod basic_auth;
+mod config;
 mod digest_auth;
 mod header_auth;
 mod hmac;
@@ -25,6 +27,8 @@ mod query_auth;
 mod rate_limit;
 mod recaptcha;
 mod remote;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -50,8 +54,17 @@ pub struct RequestHead<'a> {
     pub peer: Option<IpAddr>,
 }
 
-/// Why a request is refused; each kind has its status (DECISIONS H2). Messages never say which
-/// part of a credential was wrong, and never carry a secret.
+impl<'a> RequestHead<'a> {
+    /// The raw `Authorization` header (the first one).
+    pub(crate) fn authorization(&self) -> Option<&'a [u8]> {
+        self.headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+    }
+}
+
+/// Why a request is refused; each kind has its own HTTP status. Messages never say which part of
+/// a credential was wrong, and never carry a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     /// 401: authentication failed.
@@ -115,7 +128,7 @@ pub trait Validator: Send + Sync + 'static {
     fn check(&self, head: &RequestHead<'_>, body: &[u8]) -> Verdict;
 }
 
-/// A validator config that cannot work: the webhook is rejected at load (DECISIONS C5).
+/// A validator config that cannot work: the webhook is rejected at load, never served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{key}': {message}")]
 pub struct ValidatorError {

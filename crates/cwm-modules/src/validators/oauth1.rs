@@ -1,4 +1,4 @@
-//! `oauth1`: an OAuth 1.0 signed request (RFC 5849 subset), pipeline.md 3.9.
+//! `oauth1`: an OAuth 1.0 signed request (RFC 5849 subset), as the Python gateway checks it.
 //!
 //! Config keys: `consumer_key` and `consumer_secret` (required: a webhook without them is
 //! rejected at load), `token_secret` (`""`), `signature_method` (`HMAC-SHA1` or `PLAINTEXT`,
@@ -49,13 +49,14 @@ use percent_encoding::percent_decode_str;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::remote::{self, pct};
+use super::config::section;
+use super::remote::pct;
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
 
 pub(crate) const KEY: &str = "oauth1";
 
 /// Most nonces remembered at once, over every webhook of the process (as upstream).
-pub(crate) const NONCE_CAPACITY: usize = 100_000;
+const NONCE_CAPACITY: usize = 100_000;
 /// How long a nonce outlives its timestamp's window, in seconds (as upstream).
 const NONCE_GRACE_SECS: i64 = 60;
 const DEFAULT_WINDOW_SECS: f64 = 300.0;
@@ -69,51 +70,45 @@ pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>
 }
 
 fn parse(ctx: &BuildContext<'_>) -> Result<Option<OAuth1>, ValidatorError> {
-    let Some(m) = remote::object(&ctx.config.extra, KEY, true)? else {
+    let Some(fields) = section(ctx, KEY, "must be an object")? else {
         return Ok(None);
     };
-    let non_empty = |field| -> Result<Option<&str>, ValidatorError> {
-        Ok(remote::string(m, KEY, field)?.filter(|s| !s.is_empty()))
-    };
-    let (Some(consumer_key), Some(consumer_secret)) =
-        (non_empty("consumer_key")?, non_empty("consumer_secret")?)
-    else {
-        return Err(ValidatorError::new(
-            KEY,
+    let fields = fields.with_text_forms();
+    let (Some(consumer_key), Some(consumer_secret)) = (
+        fields.non_empty("consumer_key")?,
+        fields.non_empty("consumer_secret")?,
+    ) else {
+        return Err(fields.error(
             "OAuth 1.0 consumer credentials not configured \
              ('consumer_key' and 'consumer_secret' are required)",
         ));
     };
-    let token_secret = remote::string(m, KEY, "token_secret")?.unwrap_or_default();
-    let method = match remote::string(m, KEY, "signature_method")?
+    let token_secret = fields.string("token_secret")?.unwrap_or_default();
+    let method = match fields
+        .string("signature_method")?
         .map(|s| s.trim().to_ascii_uppercase())
         .as_deref()
     {
         None | Some("HMAC-SHA1") => SignatureMethod::HmacSha1,
         Some("PLAINTEXT") => SignatureMethod::Plaintext,
         Some("RSA-SHA1") => {
-            return Err(ValidatorError::new(
-                KEY,
+            return Err(fields.error(
                 "'signature_method' RSA-SHA1 is not supported (use HMAC-SHA1 or PLAINTEXT)",
             ));
         }
         Some(_) => {
-            return Err(ValidatorError::new(
-                KEY,
-                "'signature_method' must be HMAC-SHA1 or PLAINTEXT",
-            ));
+            return Err(fields.error("'signature_method' must be HMAC-SHA1 or PLAINTEXT"));
         }
     };
-    let window = remote::number(m, KEY, "timestamp_window")?.unwrap_or(DEFAULT_WINDOW_SECS);
+    let window = fields
+        .number("timestamp_window")?
+        .unwrap_or(DEFAULT_WINDOW_SECS);
     if !(0.0..=MAX_WINDOW_SECS).contains(&window) {
-        return Err(ValidatorError::new(
-            KEY,
-            "'timestamp_window' must be between 0 and 31536000 seconds",
-        ));
+        return Err(fields.error("'timestamp_window' must be between 0 and 31536000 seconds"));
     }
     let signing_key = format!("{}&{}", pct(consumer_secret), pct(token_secret));
     let mac = HmacSha1::new_from_slice(signing_key.as_bytes())
-        .map_err(|_| ValidatorError::new(KEY, "the signing key cannot be used"))?;
+        .map_err(|_| fields.error("the signing key cannot be used"))?;
     let mut nonce_scope = Sha256::new();
     nonce_scope.update(ctx.webhook_id.as_bytes());
     nonce_scope.update([0]);
@@ -122,9 +117,9 @@ fn parse(ctx: &BuildContext<'_>) -> Result<Option<OAuth1>, ValidatorError> {
         method,
         signing_key: signing_key.into_bytes().into(),
         mac,
-        verify_timestamp: remote::boolean(m, KEY, "verify_timestamp", true)?,
+        verify_timestamp: fields.boolean("verify_timestamp", true)?,
         window,
-        verify_nonce: remote::boolean(m, KEY, "verify_nonce", true)?,
+        verify_nonce: fields.boolean("verify_nonce", true)?,
         nonces: NONCES.clone(),
         nonce_scope,
     }))
@@ -158,10 +153,6 @@ struct OAuth1 {
     nonces: Arc<NonceStore>,
     /// SHA-256 fed with the webhook id: nonces are remembered per webhook.
     nonce_scope: Sha256,
-}
-
-fn unauthorized(msg: impl Into<std::borrow::Cow<'static, str>>) -> Denial {
-    Denial::unauthorized(msg)
 }
 
 fn unix_now() -> i64 {
@@ -198,7 +189,7 @@ impl Validator for Checked {
         Verdict::Later(Box::pin(async move {
             tokio::task::spawn_blocking(move || v.verify(&owned.head(), &body, now))
                 .await
-                .unwrap_or_else(|_| Err(unauthorized("Invalid OAuth 1.0 signature")))
+                .unwrap_or_else(|_| Err(Denial::unauthorized("Invalid OAuth 1.0 signature")))
         }))
     }
 }
@@ -237,24 +228,23 @@ impl OwnedHead {
 impl OAuth1 {
     fn verify(&self, head: &RequestHead<'_>, body: &[u8], now: i64) -> Result<(), Denial> {
         let header = head
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("Missing Authorization header"))?;
-        let header = String::from_utf8_lossy(header.as_bytes());
+            .authorization()
+            .ok_or_else(|| Denial::unauthorized("Missing Authorization header"))?;
+        let header = String::from_utf8_lossy(header);
         let rest = header
             .strip_prefix("OAuth ")
-            .ok_or_else(|| unauthorized("OAuth 1.0 authentication required"))?;
+            .ok_or_else(|| Denial::unauthorized("OAuth 1.0 authentication required"))?;
         let params = parse_header(rest);
         let required = |name: &'static str| {
             params.get(name).map(String::as_str).ok_or_else(|| {
-                unauthorized(format!("Missing required OAuth 1.0 parameter: {name}"))
+                Denial::unauthorized(format!("Missing required OAuth 1.0 parameter: {name}"))
             })
         };
         let consumer_key = required("oauth_consumer_key")?;
         let method = required("oauth_signature_method")?;
         let signature = required("oauth_signature")?;
         if !method.eq_ignore_ascii_case(self.method.name()) {
-            return Err(unauthorized(if is_short_token(method) {
+            return Err(Denial::unauthorized(if is_short_token(method) {
                 format!("Invalid OAuth 1.0 signature method: {method}")
             } else {
                 "Invalid OAuth 1.0 signature method".to_owned()
@@ -265,10 +255,10 @@ impl OAuth1 {
             let ts = required("oauth_timestamp")?
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| unauthorized("Invalid OAuth 1.0 timestamp"))?;
+                .map_err(|_| Denial::unauthorized("Invalid OAuth 1.0 timestamp"))?;
             let diff = (i128::from(now) - i128::from(ts)).abs();
             if diff as f64 > self.window {
-                return Err(unauthorized(format!(
+                return Err(Denial::unauthorized(format!(
                     "OAuth 1.0 timestamp out of window (diff: {diff}s, max: {}s)",
                     self.window
                 )));
@@ -278,7 +268,7 @@ impl OAuth1 {
         let nonce = if self.verify_nonce {
             let nonce = required("oauth_nonce")?;
             if nonce.trim().is_empty() {
-                return Err(unauthorized("Invalid OAuth 1.0 nonce format"));
+                return Err(Denial::unauthorized("Invalid OAuth 1.0 nonce format"));
             }
             Some(nonce)
         } else {
@@ -289,7 +279,7 @@ impl OAuth1 {
         let key_ok = ct_eq(consumer_key.as_bytes(), &self.consumer_key);
         let signature_ok = self.signature_matches(head, body, &params, signature);
         if !(key_ok & signature_ok) {
-            return Err(unauthorized("Invalid OAuth 1.0 signature"));
+            return Err(Denial::unauthorized("Invalid OAuth 1.0 signature"));
         }
 
         if let Some(nonce) = nonce {
@@ -301,7 +291,7 @@ impl OAuth1 {
             match self.nonces.insert(h.finalize().into(), expires, now) {
                 Ok(()) => {}
                 Err(NonceError::Replay) => {
-                    return Err(unauthorized(
+                    return Err(Denial::unauthorized(
                         "OAuth 1.0 nonce has already been used (replay attack detected)",
                     ));
                 }
@@ -440,6 +430,8 @@ fn base_string<'a>(
     )
 }
 
+static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
 /// The RFC 5849 base strings of the request, one per (host, scheme) candidate; none when the
 /// request names no usable host.
 fn rfc_base_strings(
@@ -448,7 +440,7 @@ fn rfc_base_strings(
     body: &[u8],
 ) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
-    for name in ["host", "x-forwarded-host"] {
+    for name in [&http::header::HOST, &X_FORWARDED_HOST] {
         if let Some(h) = head
             .headers
             .get(name)
@@ -593,73 +585,20 @@ impl NonceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use http::{HeaderMap, HeaderValue};
+    use crate::validators::test_support::{self, Req};
     use serde_json::{Value, json};
 
-    fn config(v: Value) -> WebhookConfig {
-        WebhookConfig::from_value(v, &|_: &str| None).unwrap()
-    }
-
     fn build_for(id: &str, oauth1: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let cfg = config(json!({"module": "log", "oauth1": oauth1}));
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: id,
-            config: &cfg,
-            modules: &modules,
-        })
+        test_support::with_context(id, json!({ KEY: oauth1 }), build)
     }
 
     /// A validator with its own nonce store of `capacity` entries.
     fn validator(id: &str, oauth1: Value, capacity: usize) -> OAuth1 {
-        let cfg = config(json!({"module": "log", "oauth1": oauth1}));
-        let modules = ModuleContext::new();
-        let mut v = parse(&BuildContext {
-            webhook_id: id,
-            config: &cfg,
-            modules: &modules,
-        })
-        .unwrap()
-        .unwrap();
+        let mut v = test_support::with_context(id, json!({ KEY: oauth1 }), parse)
+            .unwrap()
+            .unwrap();
         v.nonces = Arc::new(NonceStore::new(capacity));
         v
-    }
-
-    struct Req {
-        method: http::Method,
-        path: String,
-        query: Option<String>,
-        headers: HeaderMap,
-    }
-
-    impl Req {
-        fn new(method: &str, path: &str, query: Option<&str>, headers: &[(&str, &str)]) -> Self {
-            let mut map = HeaderMap::new();
-            for (k, v) in headers {
-                map.append(
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
-            }
-            Self {
-                method: method.parse().unwrap(),
-                path: path.to_owned(),
-                query: query.map(str::to_owned),
-                headers: map,
-            }
-        }
-
-        fn head(&self) -> RequestHead<'_> {
-            RequestHead {
-                method: &self.method,
-                path: &self.path,
-                query: self.query.as_deref(),
-                headers: &self.headers,
-                peer: None,
-            }
-        }
     }
 
     /// RFC 5849 3.4.1.1: the example request and its signature base string.
@@ -726,7 +665,7 @@ mod tests {
         // Replayed: refused.
         assert_eq!(
             v.verify(&req.head(), b"", 1_191_242_100),
-            Err(unauthorized(
+            Err(Denial::unauthorized(
                 "OAuth 1.0 nonce has already been used (replay attack detected)"
             ))
         );
@@ -739,7 +678,7 @@ mod tests {
         );
         assert_eq!(
             v.verify(&other.head(), b"", 1_191_242_096),
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
     }
 
@@ -786,7 +725,7 @@ mod tests {
         assert_eq!(post(&v, &ok, b"", now), Ok(()));
         assert_eq!(
             post(&v, &ok, b"", now + 10),
-            Err(unauthorized(
+            Err(Denial::unauthorized(
                 "OAuth 1.0 nonce has already been used (replay attack detected)"
             ))
         );
@@ -794,7 +733,7 @@ mod tests {
         // its timestamp is out of the window.
         assert_eq!(
             post(&v, &ok, b"", now + 400),
-            Err(unauthorized(
+            Err(Denial::unauthorized(
                 "OAuth 1.0 timestamp out of window (diff: 400s, max: 300s)"
             ))
         );
@@ -809,7 +748,7 @@ mod tests {
         let with_body = signed(&v, "/webhook/o1", now, "n4", "ck", body);
         assert_eq!(
             post(&v, &with_body, b"a=1&b=changed", now),
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
         assert_eq!(post(&v, &with_body, body, now), Ok(()));
 
@@ -817,12 +756,12 @@ mod tests {
         let wrong_key = signed(&v, "/webhook/o1", now, "n5", "other", b"");
         assert_eq!(
             post(&v, &wrong_key, b"", now),
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
         let wrong_path = signed(&v, "/webhook/o2", now, "n6", "ck", b"");
         assert_eq!(
             post(&v, &wrong_path, b"", now),
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
         // Refused requests did not take a nonce: n5 can still be used with a good signature.
         let n5 = signed(&v, "/webhook/o1", now, "n5", "ck", b"");
@@ -850,7 +789,7 @@ mod tests {
         let req = Req::new("POST", "/webhook/o1m", None, &[]);
         assert_eq!(
             v.verify(&req.head(), b"", now),
-            Err(unauthorized("Missing Authorization header"))
+            Err(Denial::unauthorized("Missing Authorization header"))
         );
         let msg = |auth: &str| match post(&v, auth, b"", now) {
             Err(Denial::Unauthorized(m)) => m.into_owned(),
@@ -917,7 +856,7 @@ mod tests {
         let wrong = r#"OAuth oauth_consumer_key="ck", oauth_signature_method="PLAINTEXT", oauth_signature="c%2520s%26t""#;
         assert_eq!(
             post(&v, wrong, b"", 0),
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
     }
 
@@ -941,12 +880,12 @@ mod tests {
         tampered[2] = b'2';
         assert_eq!(
             run(&tampered).await,
-            Err(unauthorized("Invalid OAuth 1.0 signature"))
+            Err(Denial::unauthorized("Invalid OAuth 1.0 signature"))
         );
         assert_eq!(run(body.as_bytes()).await, Ok(()));
         assert_eq!(
             run(body.as_bytes()).await,
-            Err(unauthorized(
+            Err(Denial::unauthorized(
                 "OAuth 1.0 nonce has already been used (replay attack detected)"
             ))
         );

@@ -14,9 +14,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use percent_encoding::percent_decode;
-use serde_json::{Map, Value};
 
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::api_key::ApiKey;
+use super::config::section;
+use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
 
 pub(crate) const KEY: &str = "query_auth";
 
@@ -25,77 +26,19 @@ const MAX_NAME_CHARS: usize = 100;
 const MAX_VALUE_CHARS: usize = 1000;
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(ValidatorError::new(KEY, "must be an object with 'api_key'"));
-        }
+    let Some(fields) = section(ctx, KEY, "must be an object with 'api_key'")? else {
+        return Ok(None);
     };
-    let config = Config::from_object(obj)?;
-    let api_key = if config.case_sensitive {
-        config.api_key.to_owned()
-    } else {
-        config.api_key.to_lowercase()
-    };
+    let parameter = fields
+        .string("parameter_name")
+        .map_err(|_| fields.error("Invalid parameter name configuration: must be a string"))?
+        .unwrap_or(DEFAULT_PARAMETER);
+    check_parameter_name(parameter)?;
+    let api_key = ApiKey::from_config(&fields, "Query auth")?;
     Ok(Some(Arc::new(QueryAuth {
-        parameter: config.parameter_name.into(),
-        api_key: api_key.into_bytes().into(),
-        case_sensitive: config.case_sensitive,
+        parameter: parameter.into(),
+        api_key,
     })))
-}
-
-/// The typed `query_auth` object.
-struct Config<'a> {
-    parameter_name: &'a str,
-    api_key: &'a str,
-    case_sensitive: bool,
-}
-
-impl<'a> Config<'a> {
-    fn from_object(obj: &'a Map<String, Value>) -> Result<Self, ValidatorError> {
-        let parameter_name = match obj.get("parameter_name") {
-            None | Some(Value::Null) => DEFAULT_PARAMETER,
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Invalid parameter name configuration: must be a string",
-                ));
-            }
-        };
-        check_parameter_name(parameter_name)?;
-        let api_key = match obj.get("api_key") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-            None | Some(Value::Null) | Some(Value::String(_)) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Query auth API key not configured: 'api_key' is missing or blank",
-                ));
-            }
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "Query auth API key must be a string",
-                ));
-            }
-        };
-        let case_sensitive = match obj.get("case_sensitive") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(ValidatorError::new(
-                    KEY,
-                    "'case_sensitive' must be true or false",
-                ));
-            }
-        };
-        Ok(Self {
-            parameter_name,
-            api_key,
-            case_sensitive,
-        })
-    }
 }
 
 /// `^[a-zA-Z0-9_\-.]+$`, at most 100 characters.
@@ -120,9 +63,7 @@ fn check_parameter_name(name: &str) -> Result<(), ValidatorError> {
 
 struct QueryAuth {
     parameter: Box<str>,
-    /// The key, lower-cased unless `case_sensitive`.
-    api_key: Box<[u8]>,
-    case_sensitive: bool,
+    api_key: ApiKey,
 }
 
 impl QueryAuth {
@@ -141,17 +82,13 @@ impl QueryAuth {
             )));
         }
         let value: String = value.chars().filter(|c| !is_control(*c)).collect();
-        let invalid =
-            || Denial::unauthorized(format!("Invalid API key in query parameter: {name}"));
-        if value.trim().is_empty() {
-            return Err(invalid());
-        }
-        let matches = if self.case_sensitive {
-            ct_eq(value.as_bytes(), &self.api_key)
+        if self.api_key.matches(&value) {
+            Ok(())
         } else {
-            ct_eq(value.to_lowercase().as_bytes(), &self.api_key)
-        };
-        if matches { Ok(()) } else { Err(invalid()) }
+            Err(Denial::unauthorized(format!(
+                "Invalid API key in query parameter: {name}"
+            )))
+        }
     }
 }
 
@@ -203,37 +140,15 @@ impl Validator for QueryAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use serde_json::json;
+    use crate::validators::test_support::{self, Req};
+    use serde_json::{Value, json};
 
     fn build_with(value: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let config =
-            WebhookConfig::from_value(json!({"module": "log", KEY: value}), &|_: &str| None)
-                .unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::build_with(build, KEY, value)
     }
 
     fn check(v: &Arc<dyn Validator>, query: Option<&str>) -> String {
-        let headers = http::HeaderMap::new();
-        let head = RequestHead {
-            method: &http::Method::POST,
-            path: "/webhook/hook",
-            query,
-            headers: &headers,
-            peer: None,
-        };
-        match v.check(&head, b"") {
-            Verdict::Pass => "ok".into(),
-            Verdict::Deny(Denial::Unauthorized(m)) => m.into_owned(),
-            Verdict::Deny(other) => format!("{other:?}"),
-            Verdict::Later(_) => "later".into(),
-        }
+        test_support::check(&**v, &Req::new("POST", "/webhook/hook", query, &[]))
     }
 
     #[test]

@@ -16,8 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
+use super::config::{Fields, section};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
 
 pub(crate) const KEY: &str = "rate_limit";
@@ -25,18 +24,15 @@ pub(crate) const KEY: &str = "rate_limit";
 const DEFAULT_MAX_REQUESTS: u64 = 100;
 const DEFAULT_WINDOW_SECONDS: f64 = 60.0;
 /// Largest `max_requests` accepted: the log holds one timestamp per request in the window.
-pub(crate) const MAX_REQUESTS_LIMIT: u64 = 1_000_000;
+const MAX_REQUESTS_LIMIT: u64 = 1_000_000;
 /// Longest window accepted (one year).
 const MAX_WINDOW_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let obj = match ctx.config.extra.get(KEY) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(obj)) if obj.is_empty() => return Ok(None),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => return Err(ValidatorError::new(KEY, "must be an object")),
+    let Some(fields) = section(ctx, KEY, "must be an object")?.filter(|f| !f.is_empty()) else {
+        return Ok(None);
     };
-    let config = Config::from_object(obj)?;
+    let config = Config::from_fields(&fields)?;
     Ok(Some(Arc::new(RateLimit::new(config))))
 }
 
@@ -48,40 +44,30 @@ struct Config {
 }
 
 impl Config {
-    fn from_object(obj: &Map<String, Value>) -> Result<Self, ValidatorError> {
-        let max_requests = match obj.get("max_requests") {
-            None | Some(Value::Null) => DEFAULT_MAX_REQUESTS,
-            Some(v) => v.as_u64().ok_or_else(|| {
-                ValidatorError::new(KEY, "'max_requests' must be a non-negative integer")
-            })?,
-        };
+    fn from_fields(fields: &Fields<'_>) -> Result<Self, ValidatorError> {
+        let max_requests = fields
+            .unsigned("max_requests")?
+            .unwrap_or(DEFAULT_MAX_REQUESTS);
         if max_requests > MAX_REQUESTS_LIMIT {
-            return Err(ValidatorError::new(
-                KEY,
-                format!("'max_requests' must be at most {MAX_REQUESTS_LIMIT}"),
-            ));
+            return Err(fields.error(format!(
+                "'max_requests' must be at most {MAX_REQUESTS_LIMIT}"
+            )));
         }
-        let seconds = match obj.get("window_seconds") {
-            None | Some(Value::Null) => DEFAULT_WINDOW_SECONDS,
-            Some(v) => v
-                .as_f64()
-                .filter(|s| *s > 0.0 && *s <= MAX_WINDOW_SECONDS)
-                .ok_or_else(|| {
-                    ValidatorError::new(
-                        KEY,
-                        format!(
-                            "'window_seconds' must be a positive number of seconds \
-                             (at most {MAX_WINDOW_SECONDS})"
-                        ),
-                    )
-                })?,
+        let bad_window = || {
+            fields.error(format!(
+                "'window_seconds' must be a positive number of seconds \
+                 (at most {MAX_WINDOW_SECONDS})"
+            ))
+        };
+        let seconds = match fields.number("window_seconds").map_err(|_| bad_window())? {
+            None => DEFAULT_WINDOW_SECONDS,
+            Some(s) if s > 0.0 && s <= MAX_WINDOW_SECONDS => s,
+            Some(_) => return Err(bad_window()),
         };
         let window = Duration::try_from_secs_f64(seconds)
             .ok()
             .filter(|w| !w.is_zero())
-            .ok_or_else(|| {
-                ValidatorError::new(KEY, "'window_seconds' must be a positive number of seconds")
-            })?;
+            .ok_or_else(|| fields.error("'window_seconds' must be a positive number of seconds"))?;
         Ok(Self {
             max_requests,
             window,
@@ -162,24 +148,15 @@ impl Validator for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
-    use serde_json::json;
+    use crate::validators::test_support::{self, object};
+    use serde_json::{Value, json};
 
     fn build_with(value: Value) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let config =
-            WebhookConfig::from_value(json!({"module": "log", KEY: value}), &|_: &str| None)
-                .unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "hook",
-            config: &config,
-            modules: &modules,
-        })
+        test_support::build_with(build, KEY, value)
     }
 
     fn config(value: Value) -> Config {
-        Config::from_object(value.as_object().unwrap()).unwrap()
+        Config::from_fields(&Fields::new(KEY, &object(value))).unwrap()
     }
 
     fn limited(r: Result<(), Denial>) -> (String, u64) {

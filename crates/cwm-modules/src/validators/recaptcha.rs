@@ -1,5 +1,4 @@
-//! `recaptcha`: a Google reCAPTCHA v2 or v3 token, verified by the verification service
-//! (pipeline.md 3.11).
+//! `recaptcha`: a Google reCAPTCHA v2 or v3 token, verified by the verification service.
 //!
 //! Config keys (defaults): `secret_key` (required), `version` (`v3`, or `v2`), `token_source`
 //! (`header`; any other value means the body), `token_field` (`X-Recaptcha-Token`, the header
@@ -31,6 +30,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use serde_json::{Map, Value};
 
+use super::config::section;
 use super::remote::{self, Endpoint, pct};
 use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
 use crate::http::HttpClient;
@@ -39,67 +39,62 @@ pub(crate) const KEY: &str = "recaptcha";
 
 const DEFAULT_VERIFY_URL: &str = "https://www.google.com/recaptcha/api/siteverify";
 const DEFAULT_TOKEN_FIELD: &str = "X-Recaptcha-Token";
-const BODY_FIELDS: &[&str] = &["recaptcha_token", "recaptcha", "g-recaptcha-response"];
+const MISSING_IN_BODY: &str =
+    "Missing reCAPTCHA token (expected in body: recaptcha_token, recaptcha, g-recaptcha-response)";
 /// Error codes of the service that mean the configured secret is wrong.
 const SECRET_ERRORS: &[&str] = &["invalid-input-secret", "missing-input-secret"];
 /// Longest token sent on (Google's are about 2 KB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 pub(crate) fn build(ctx: &BuildContext<'_>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-    let m = match ctx.config.extra.get(KEY) {
-        None => return Ok(None),
-        Some(Value::Null) => {
-            return Err(ValidatorError::new(
-                KEY,
-                "null is not a configuration (an object with 'secret_key' is)",
-            ));
-        }
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(ValidatorError::new(KEY, "must be an object")),
+    if ctx.config.extra.get(KEY) == Some(&Value::Null) {
+        return Err(ValidatorError::new(
+            KEY,
+            "null is not a configuration (an object with 'secret_key' is)",
+        ));
+    }
+    let Some(fields) = section(ctx, KEY, "must be an object")? else {
+        return Ok(None);
     };
-    let secret = remote::string(m, KEY, "secret_key")?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ValidatorError::new(KEY, "reCAPTCHA secret key not configured"))?;
-    let version = match remote::string(m, KEY, "version")?
+    let fields = fields.with_text_forms();
+    let secret = fields
+        .non_empty("secret_key")?
+        .ok_or_else(|| fields.error("reCAPTCHA secret key not configured"))?;
+    let version = match fields
+        .string("version")?
         .map(|v| v.trim().to_ascii_lowercase())
         .as_deref()
     {
         None | Some("v3") => Version::V3,
         Some("v2") => Version::V2,
-        Some(_) => return Err(ValidatorError::new(KEY, "'version' must be v2 or v3")),
+        Some(_) => return Err(fields.error("'version' must be v2 or v3")),
     };
-    let source = match remote::string(m, KEY, "token_source")? {
+    let source = match fields.string("token_source")? {
         None | Some("header") => Source::Header,
         Some(_) => Source::Body,
     };
-    let field = remote::string(m, KEY, "token_field")?.unwrap_or(DEFAULT_TOKEN_FIELD);
-    let header = HeaderName::from_bytes(field.trim().as_bytes())
-        .map_err(|_| ValidatorError::new(KEY, "'token_field' must be a valid header name"))?;
-    let min_score = remote::number(m, KEY, "min_score")?.unwrap_or(0.5);
+    let field = fields
+        .string("token_field")?
+        .map_or(DEFAULT_TOKEN_FIELD, str::trim);
+    let header = HeaderName::from_bytes(field.as_bytes())
+        .map_err(|_| fields.error("'token_field' must be a valid header name"))?;
+    let min_score = fields.number("min_score")?.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&min_score) {
-        return Err(ValidatorError::new(
-            KEY,
-            "'min_score' must be between 0 and 1",
-        ));
+        return Err(fields.error("'min_score' must be between 0 and 1"));
     }
-    let action = remote::string(m, KEY, "action")?
-        .filter(|a| !a.trim().is_empty())
-        .map(str::to_owned);
+    let action = fields.non_blank("action")?.map(str::to_owned);
     if action.is_some() && version == Version::V2 {
-        return Err(ValidatorError::new(KEY, "'action' applies to v3 only"));
+        return Err(fields.error("'action' applies to v3 only"));
     }
-    let url = remote::string(m, KEY, "verify_url")?
-        .filter(|u| !u.trim().is_empty())
+    let url = fields
+        .non_blank("verify_url")?
         .unwrap_or(DEFAULT_VERIFY_URL);
     let endpoint = Endpoint::parse(KEY, "verify_url", url)?;
-    let client = ctx
-        .modules
-        .http_client()
-        .map_err(|e| ValidatorError::new(KEY, format!("no HTTP client: {e}")))?;
+    let client = remote::client(ctx, KEY)?;
     Ok(Some(Arc::new(Recaptcha {
         source,
         header,
-        field: field.trim().to_owned(),
+        field: field.to_owned(),
         shared: Arc::new(Shared {
             secret: pct(secret),
             version,
@@ -142,10 +137,6 @@ struct Shared {
     client: HttpClient,
 }
 
-fn unauthorized(msg: impl Into<Cow<'static, str>>) -> Denial {
-    Denial::unauthorized(msg)
-}
-
 impl Validator for Recaptcha {
     fn name(&self) -> &'static str {
         KEY
@@ -159,30 +150,27 @@ impl Validator for Recaptcha {
     }
 
     fn check(&self, head: &RequestHead<'_>, body: &[u8]) -> Verdict {
-        let token = match self.source {
+        let token: Option<Cow<'_, str>> = match self.source {
             Source::Header => head
                 .headers
                 .get(&self.header)
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-            Source::Body => body_token(body),
+                .map(Cow::Borrowed),
+            Source::Body => body_token(body).map(Cow::Owned),
         };
         let Some(token) = token else {
-            return Verdict::Deny(unauthorized(match self.source {
-                Source::Header => format!(
+            return Verdict::Deny(match self.source {
+                Source::Header => Denial::unauthorized(format!(
                     "Missing reCAPTCHA token (expected in header: {})",
                     self.field
-                ),
-                Source::Body => format!(
-                    "Missing reCAPTCHA token (expected in body: {})",
-                    BODY_FIELDS.join(", ")
-                ),
-            }));
+                )),
+                Source::Body => Denial::unauthorized(MISSING_IN_BODY),
+            });
         };
         if token.len() > MAX_TOKEN_LEN {
-            return Verdict::Deny(unauthorized("Invalid reCAPTCHA token"));
+            return Verdict::Deny(Denial::unauthorized("Invalid reCAPTCHA token"));
         }
         let mut form = format!("secret={}&response={}", self.shared.secret, pct(&token));
         if self.shared.version == Version::V3
@@ -227,7 +215,7 @@ impl Shared {
                     "reCAPTCHA verification unavailable, please retry later".into(),
                 ));
             }
-            return Err(unauthorized(if codes.is_empty() {
+            return Err(Denial::unauthorized(if codes.is_empty() {
                 "reCAPTCHA verification failed: Verification failed".to_owned()
             } else {
                 format!("reCAPTCHA verification failed: {}", codes.join(", "))
@@ -236,7 +224,7 @@ impl Shared {
         if self.version == Version::V3 {
             let score = reply.get("score").and_then(Value::as_f64).unwrap_or(0.0);
             if score < self.min_score {
-                return Err(unauthorized(format!(
+                return Err(Denial::unauthorized(format!(
                     "reCAPTCHA score {score:.2} below threshold {}",
                     self.min_score
                 )));
@@ -244,7 +232,7 @@ impl Shared {
             if let Some(want) = &self.action
                 && reply.get("action").and_then(Value::as_str) != Some(want.as_str())
             {
-                return Err(unauthorized("reCAPTCHA action mismatch"));
+                return Err(Denial::unauthorized("reCAPTCHA action mismatch"));
             }
         }
         Ok(())
@@ -268,7 +256,8 @@ struct BodyFields {
     g_recaptcha_response: Option<Value>,
 }
 
-/// The token of a JSON object body: the first non-empty string of [`BODY_FIELDS`].
+/// The token of a JSON object body: the first non-empty string among `recaptcha_token`,
+/// `recaptcha` and `g-recaptcha-response`.
 fn body_token(body: &[u8]) -> Option<String> {
     let text: Cow<'_, str> = match std::str::from_utf8(body) {
         Ok(t) => Cow::Borrowed(t),
@@ -289,34 +278,29 @@ fn body_token(body: &[u8]) -> Option<String> {
 
 /// The client address upstream sent as `remoteip` (unverified headers), when it is an address.
 fn remote_ip(head: &RequestHead<'_>) -> Option<IpAddr> {
-    let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
-    let raw = header("x-forwarded-for")
+    let header = |name: &HeaderName| head.headers.get(name).and_then(|v| v.to_str().ok());
+    let raw = header(&X_FORWARDED_FOR)
         .and_then(|v| v.split(',').next())
-        .or_else(|| header("x-real-ip"))
-        .or_else(|| header("remote-addr"))?;
+        .or_else(|| header(&X_REAL_IP))
+        .or_else(|| header(&REMOTE_ADDR))?;
     raw.trim().parse().ok()
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static REMOTE_ADDR: HeaderName = HeaderName::from_static("remote-addr");
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::context::ModuleContext;
-    use cwm_config::WebhookConfig;
+    use crate::validators::test_support::{self, Req, msg, object as obj};
     use http::{HeaderMap, HeaderValue};
     use serde_json::json;
 
     fn build_for(recaptcha: Option<Value>) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {
-        let mut doc = json!({"module": "log"});
-        if let Some(r) = recaptcha {
-            doc["recaptcha"] = r;
-        }
-        let cfg = WebhookConfig::from_value(doc, &|_: &str| None).unwrap();
-        let modules = ModuleContext::new();
-        build(&BuildContext {
-            webhook_id: "rc",
-            config: &cfg,
-            modules: &modules,
-        })
+        let doc = recaptcha.map_or_else(|| json!({}), |r| json!({ KEY: r }));
+        test_support::with_context("rc", doc, build)
     }
 
     fn shared(version: Version, action: Option<&str>) -> Shared {
@@ -327,18 +311,6 @@ mod tests {
             action: action.map(str::to_owned),
             endpoint: Endpoint::parse(KEY, "verify_url", DEFAULT_VERIFY_URL).unwrap(),
             client: ModuleContext::new().http_client().unwrap(),
-        }
-    }
-
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
-
-    fn msg(r: Result<(), Denial>) -> String {
-        match r {
-            Ok(()) => "ok".into(),
-            Err(Denial::Unauthorized(m)) => m.into_owned(),
-            Err(other) => format!("{other:?}"),
         }
     }
 
@@ -438,14 +410,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(v.phase(), Phase::Head);
-        let headers = HeaderMap::new();
-        let head = RequestHead {
-            method: &http::Method::POST,
-            path: "/",
-            query: None,
-            headers: &headers,
-            peer: None,
-        };
+        let req = Req::post(&[]);
+        let head = req.head();
         match v.check(&head, b"") {
             Verdict::Deny(d) => assert_eq!(
                 msg(Err(d)),

@@ -1,13 +1,13 @@
-//! What `oauth1`, `oauth2` and `recaptcha` share: reading their config fields (with the forms
-//! `{$VAR}` substitution produces: booleans and numbers as strings), and the outbound calls of
-//! the checks that ask a server (token introspection, reCAPTCHA verification).
+//! What `oauth2` and `recaptcha` share (and `oauth1` its percent-encoding): the outbound calls
+//! of the checks that ask a server (token introspection, reCAPTCHA verification).
 //!
 //! Outbound calls go through the process's HTTP client ([`ModuleContext::http_client`]), which
 //! refuses cloud metadata, link-local and multicast addresses at connect time, whatever a name
 //! resolves to. The endpoint URL is checked once, at load ([`Endpoint::parse`]): `http` or
 //! `https`, a host, no credentials, no NUL, not a cloud metadata name. Loopback and private
 //! hosts are allowed: an introspection server is often a sidecar or an internal service, and the
-//! URL is operator configuration (as connection hosts, DECISIONS C12).
+//! URL is operator configuration (as the hosts of connections are). The URL is taken apart, and
+//! the request URI built, by the same code as `http_webhook`'s ([`crate::http`]).
 //!
 //! A call that cannot be made (refused, unreachable, timed out, a 5xx, a reply that is not what
 //! the protocol says) is [`Denial::Unavailable`] (503 with `Retry-After`), so the sender
@@ -27,18 +27,19 @@ use serde_json::{Map, Value};
 
 use cwm_config::model::is_metadata_host;
 
-use super::{Denial, ValidatorError};
-use crate::http::{ConnectGuardError, HttpClient};
+use super::{BuildContext, Denial, ValidatorError};
+use crate::http::{
+    ConnectGuardError, HttpClient, MAX_URL_LEN, USER_AGENT_VALUE, error_chain, refused_in,
+    request_uri, split_host_port, split_url,
+};
 
 /// How long one outbound check may take in total (connect, send, reply), as upstream (5 s).
-pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest reply body read; a bigger one is an invalid reply.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
-const MAX_URL_LEN: usize = 8192;
-const USER_AGENT_VALUE: &str = concat!("cwm/", env!("CARGO_PKG_VERSION"));
 
 /// RFC 3986 unreserved characters stay, everything else is percent-encoded (upper-case hex).
-pub(super) const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -49,99 +50,18 @@ pub(super) fn pct(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
 }
 
-/// The config object of check `key`: `Ok(None)` for an absent key or `null` when
-/// `null_is_off`, an error for anything that is not an object.
-pub(super) fn object<'a>(
-    extra: &'a Map<String, Value>,
+/// The process's HTTP client, for check `key`.
+pub(super) fn client(
+    ctx: &BuildContext<'_>,
     key: &'static str,
-    null_is_off: bool,
-) -> Result<Option<&'a Map<String, Value>>, ValidatorError> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(Value::Null) if null_is_off => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ValidatorError::new(key, "must be an object")),
-    }
+) -> Result<HttpClient, ValidatorError> {
+    ctx.modules
+        .http_client()
+        .map_err(|e| ValidatorError::new(key, format!("no HTTP client: {e}")))
 }
 
-/// A string field; `null` counts as absent.
-pub(super) fn string<'a>(
-    m: &'a Map<String, Value>,
-    key: &'static str,
-    field: &str,
-) -> Result<Option<&'a str>, ValidatorError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ValidatorError::new(
-            key,
-            format!("'{field}' must be a string"),
-        )),
-    }
-}
-
-/// A boolean field, also written as a string (`"true"`, `"false"`, `"1"`, `"0"`, `"yes"`,
-/// `"no"`, `"on"`, `"off"`); `null` counts as absent.
-pub(super) fn boolean(
-    m: &Map<String, Value>,
-    key: &'static str,
-    field: &str,
-    default: bool,
-) -> Result<bool, ValidatorError> {
-    let bad = || ValidatorError::new(key, format!("'{field}' must be true or false"));
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(bad()),
-        },
-        Some(_) => Err(bad()),
-    }
-}
-
-/// A finite number field, also written as a numeric string; `null` counts as absent.
-pub(super) fn number(
-    m: &Map<String, Value>,
-    key: &'static str,
-    field: &str,
-) -> Result<Option<f64>, ValidatorError> {
-    let bad = || ValidatorError::new(key, format!("'{field}' must be a number"));
-    let n = match m.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
-        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| bad())?,
-        Some(_) => return Err(bad()),
-    };
-    if n.is_finite() {
-        Ok(Some(n))
-    } else {
-        Err(bad())
-    }
-}
-
-/// A list of strings, or one string of space-separated items; `null` counts as absent.
-pub(super) fn words(
-    m: &Map<String, Value>,
-    key: &'static str,
-    field: &str,
-) -> Result<Option<Vec<String>>, ValidatorError> {
-    let bad = || ValidatorError::new(key, format!("'{field}' must be a list of strings"));
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.split_whitespace().map(str::to_owned).collect())),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Host names that reach a cloud metadata service, besides [`is_metadata_host`]'s list
-/// (pipeline.md 5.4, the introspection URL rules).
+/// Host names that reach a cloud metadata service, besides [`is_metadata_host`]'s list (the
+/// Python gateway's introspection URL rules).
 const METADATA_NAMES: &[&str] = &["instance-data.ecs", "ecs-metadata"];
 
 /// A checked outbound endpoint.
@@ -167,15 +87,7 @@ impl Endpoint {
         {
             return Err(bad("contains a control character or a space"));
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("must start with http:// or https://"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err(bad("must start with http:// or https://"));
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
+        let (scheme, authority, tail) = split_url(url).map_err(bad)?;
         if authority.contains('@') {
             return Err(bad("must not contain credentials"));
         }
@@ -203,35 +115,7 @@ impl Endpoint {
                 }
             }
         }
-        let tail = tail.split('#').next().unwrap_or_default();
-        let path_and_query = if tail.starts_with('/') {
-            tail.to_owned()
-        } else {
-            format!("/{tail}")
-        };
-        let host_part = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        };
-        let authority = match port {
-            Some(p) => format!("{host_part}:{p}"),
-            None => host_part,
-        };
-        let uri = Uri::builder()
-            .scheme(scheme.as_str())
-            .authority(authority.as_str())
-            .path_and_query(path_and_query.as_str())
-            .build()
-            .map_err(|_| bad("is not a valid URL"))?;
-        let sent_to = uri.host().map(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase()
-        });
-        if sent_to.as_deref() != Some(host.as_str()) {
-            return Err(bad("is ambiguous"));
-        }
+        let (uri, authority) = request_uri(&scheme, &host, port, tail).map_err(bad)?;
         Ok(Self {
             uri,
             label: format!("{scheme}://{authority}"),
@@ -305,78 +189,6 @@ impl Endpoint {
             }
         }
     }
-}
-
-/// Host and optional port of `host[:port]` or `[v6][:port]`.
-fn split_host_port(hostport: &str) -> Result<(&str, Option<u16>), &'static str> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or("has an unclosed '['")?;
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err("has brackets around something that is not IPv6");
-        }
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(after.strip_prefix(':').ok_or("has junk after ']'")?),
-            ),
-        }
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("has no host");
-    }
-    let port = match port {
-        None | Some("") => None,
-        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => return Err("has an invalid port"),
-            }
-        }
-        Some(_) => return Err("has an invalid port"),
-    };
-    Ok((host, port))
-}
-
-/// Whether the client's connect-time check refused the connection somewhere in `e`'s causes.
-fn refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if matches!(
-            c.downcast_ref::<ConnectGuardError>(),
-            Some(ConnectGuardError::Refused)
-        ) {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-/// The error and its causes, for logs.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// An `Authorization: Basic` value for `user:password`, marked sensitive.
-pub(super) fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
-    use base64::Engine as _;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
 }
 
 #[cfg(test)]
@@ -453,25 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn fields() {
-        let m = match serde_json::json!({
-            "b": "off", "c": true, "n": "2.5", "s": "x", "l": ["a", "b"], "w": "a  b",
-            "bad": [1], "nan": "nan"
-        }) {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        };
-        assert!(!boolean(&m, "k", "b", true).unwrap());
-        assert!(boolean(&m, "k", "c", false).unwrap());
-        assert!(boolean(&m, "k", "missing", true).unwrap());
-        assert!(boolean(&m, "k", "s", true).is_err());
-        assert_eq!(number(&m, "k", "n").unwrap(), Some(2.5));
-        assert!(number(&m, "k", "nan").is_err());
-        assert_eq!(string(&m, "k", "s").unwrap(), Some("x"));
-        assert!(string(&m, "k", "l").is_err());
-        assert_eq!(words(&m, "k", "l").unwrap().unwrap(), ["a", "b"]);
-        assert_eq!(words(&m, "k", "w").unwrap().unwrap(), ["a", "b"]);
-        assert!(words(&m, "k", "bad").is_err());
+    fn percent_encoding() {
         assert_eq!(pct("a b&c=d~é"), "a%20b%26c%3Dd~%C3%A9");
     }
 
