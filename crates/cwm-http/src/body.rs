@@ -1,9 +1,12 @@
 //! Reading request bodies: a size limit detected while streaming, an idle timeout between bytes,
 //! and draining what an early answer left unread so that the client still reads the answer.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use http::{Response, StatusCode};
@@ -62,8 +65,8 @@ pub(crate) async fn read<B: RequestBody>(
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut len = 0usize;
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+    while !body.is_end_stream() {
+        let frame = match within(idle, body.frame()).await {
             Err(_) => return Err(ReadError::Timeout),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
@@ -97,13 +100,29 @@ pub(crate) async fn read<B: RequestBody>(
     })
 }
 
+/// `fut`, or `Err` when it is not done within `idle`. A future that is ready at once (a body that
+/// arrived with its head, the common case) costs no timer and no clock read.
+async fn within<F: Future>(
+    idle: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Ok(out);
+    }
+    tokio::time::timeout(idle, fut).await
+}
+
 /// Read and discard the rest of a body the answer did not need, at most `max` bytes and waiting
 /// at most `idle` for each chunk. `true` when the body ended, so the connection can be kept.
 pub(crate) async fn drain<B: RequestBody>(body: B, max: usize, idle: Duration) -> bool {
     let mut body = std::pin::pin!(body);
     let mut len = 0usize;
     loop {
-        match tokio::time::timeout(idle, body.frame()).await {
+        if body.is_end_stream() {
+            return true;
+        }
+        match within(idle, body.frame()).await {
             Ok(None) => return true,
             Ok(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -120,7 +120,9 @@ where
         headers: &parts.headers,
         peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
     };
-    if let Err(d) = Validators::run(hook.validators.head(), &head, &[]).await {
+    if !hook.validators.head().is_empty()
+        && let Err(d) = Validators::run(hook.validators.head(), &head, &[]).await
+    {
         return denied(d, settings.retry_after_seconds);
     }
     let mut headers = match collect_headers(&parts.headers) {
@@ -134,7 +136,9 @@ where
         Ok(b) => b,
         Err(e) => return e.answer(too_large(None, max)),
     };
-    if let Err(d) = Validators::run(hook.validators.body(), &head, &bytes).await {
+    if !hook.validators.body().is_empty()
+        && let Err(d) = Validators::run(hook.validators.body(), &head, &bytes).await
+    {
         return denied(d, settings.retry_after_seconds);
     }
     let payload = match hook.config.data_type {
