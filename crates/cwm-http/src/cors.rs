@@ -1,4 +1,4 @@
-//! CORS as the Python gateway's layer does it (pipeline.md 1.9): `CORS_ALLOWED_ORIGINS` is a
+//! CORS as the Python gateway's layer does it : `CORS_ALLOWED_ORIGINS` is a
 //! comma-separated list of origins, validated once at startup; a preflight on any path is answered
 //! here before routing; every other request with an `Origin` gets the CORS headers added to its
 //! normal answer.
@@ -268,7 +268,7 @@ struct Origin {
     localhost: bool,
 }
 
-/// The checks of pipeline.md 1.9 on one trimmed entry. One more than the Python gateway: the
+/// The Python gateway's checks on one trimmed entry. One more than the Python gateway: the
 /// entry must be visible ASCII (a browser sends a non-ASCII host as punycode, so such an entry
 /// could never match, and the answer header is built from it).
 fn check_origin(entry: &str) -> Result<Origin, &'static str> {

@@ -3,8 +3,8 @@
 //!
 //! Keys are the configured namespace and id as the snapshot names them, never what a client asked
 //! for: requests that matched no webhook share one `unknown` entry, and a catch-all `default`
-//! webhook has one entry however many ids it answers. So no sender can grow this map (DECISIONS
-//! H6). Entries of webhooks that left the configuration are dropped at the next scrape, or as soon
+//! webhook has one entry however many ids it answers. So no sender can grow this map.
+//! Entries of webhooks that left the configuration are dropped at the next scrape, or as soon
 //! as the map holds clearly more entries than the configuration has webhooks.
 
 use std::any::Any;

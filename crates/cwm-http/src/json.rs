@@ -1,4 +1,4 @@
-//! Body decoding for `data_type: json` (pipeline.md 2.2, DECISIONS H4): the charset, then one
+//! Body decoding for `data_type: json` (as the Python gateway decodes it, with its limits): the charset, then one
 //! checking pass over the text ([`JsonPayload::from_text`]).
 
 use bytes::Bytes;

@@ -1,6 +1,6 @@
 //! The cwm webhook receiver as a raw hyper service.
 //!
-//! [`Receiver`] answers every route of the upstream gateway (DECISIONS H1): the webhook routes,
+//! [`Receiver`] answers every route of the upstream gateway: the webhook routes,
 //! `GET /`, `/health`, `/metrics` and the admin API. [`serve`] runs it on a listener with
 //! HTTP/1.1 and h2c, and shuts down gracefully.
 //!
@@ -278,7 +278,7 @@ impl Receiver {
         response::json(status, &body)
     }
 
-    /// The client address (pipeline.md 5.5): the peer, or the forwarded address when the peer is
+    /// The client address, as the Python gateway finds it: the peer, or the forwarded address when the peer is
     /// a trusted proxy.
     fn client_ip(&self, parts: &Parts) -> Option<std::net::IpAddr> {
         let peer = parts.extensions.get::<PeerAddr>()?.0.ip();

@@ -1,4 +1,4 @@
-//! `GET /metrics` in Prometheus/OpenMetrics text (DECISIONS O1).
+//! `GET /metrics` in Prometheus/OpenMetrics text.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

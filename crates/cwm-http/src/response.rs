@@ -105,7 +105,7 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 6] = [
 ];
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
 
-/// Add the headers every upstream response carries (pipeline.md 1.9). The response's own headers
+/// Add the headers every upstream response carries. The response's own headers
 /// are moved into a copy of a map that already holds the security headers: cloning it costs less
 /// than hashing and inserting six header names per response.
 pub fn add_security_headers(r: &mut Response<Body>, hsts: bool) {

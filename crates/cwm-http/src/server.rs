@@ -1,5 +1,5 @@
 //! Accept loop: HTTP/1.1 and h2c on one listener, a bounded number of connections with header,
-//! keep-alive and lingering-close timeouts, and graceful shutdown (DECISIONS H5, H6).
+//! keep-alive and lingering-close timeouts, and graceful shutdown.
 //!
 //! Past the connection limit the loop stops accepting, so new connections wait in the listen
 //! backlog, and asks idle connections (keep-alive between requests, or opened without sending

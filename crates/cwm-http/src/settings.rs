@@ -5,7 +5,7 @@ use std::time::Duration;
 
 pub use crate::cors::Cors;
 
-/// Default body limit: 10 MiB, as upstream (DECISIONS H4).
+/// Default body limit: 10 MiB, as upstream.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 /// Default cap on open client connections (lowered to what the file limit allows).

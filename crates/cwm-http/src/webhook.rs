@@ -1,6 +1,6 @@
 //! The webhook request path: `POST /webhook/{id}` and `POST /webhook/{namespace}/{id}`.
 //!
-//! Order (the upstream's, as amended by DECISIONS H2-H5): namespace, config loaded, id, lookup,
+//! Order (the upstream's, with its status codes and delivery promise amended): namespace, config loaded, id, lookup,
 //! declared size, the checks that need only the request head (validators), header limits,
 //! streamed body with its limit and idle timeout, the checks that need the body, decoding,
 //! credential cleanup, delivery. Nothing here awaits the config backend: the lookup is a
@@ -214,7 +214,7 @@ fn enqueue(
     response::ok()
 }
 
-/// Deliver with the webhook's retry policy, inside `deadline` (DECISIONS M4).
+/// Deliver with the webhook's retry policy, inside `deadline`; only retryable errors are retried.
 async fn deliver(
     inner: &Inner,
     sink: &dyn Sink,
@@ -251,7 +251,7 @@ async fn deliver(
     }
 }
 
-/// The answer to a refused request (DECISIONS H2).
+/// The answer to a refused request: 401, 403, 429 with `Retry-After`, 400 or 503.
 fn denied(d: Denial, retry_after: u32) -> Response<Body> {
     match d {
         Denial::Unauthorized(m) => response::detail(StatusCode::UNAUTHORIZED, &m),
