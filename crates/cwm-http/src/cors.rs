@@ -1,4 +1,4 @@
-//! CORS as the Python gateway's layer does it : `CORS_ALLOWED_ORIGINS` is a
+//! CORS as the Python gateway's layer does it: `CORS_ALLOWED_ORIGINS` is a
 //! comma-separated list of origins, validated once at startup; a preflight on any path is answered
 //! here before routing; every other request with an `Origin` gets the CORS headers added to its
 //! normal answer.
