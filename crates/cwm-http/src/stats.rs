@@ -121,18 +121,37 @@ pub(crate) fn sanitized(key: &str) -> String {
     s
 }
 
-/// Fixed one-minute windows per client key. Small and bounded: entries of past windows are dropped
-/// whenever the map grows past a few thousand clients.
+/// Most clients a limiter tracks within one minute.
+const MAX_CLIENTS: usize = 65_536;
+
+/// Fixed one-minute windows per client key. Bounded: entries of past windows are swept whenever
+/// the map has doubled since the last sweep (amortised O(1) per request), and past
+/// [`MAX_CLIENTS`] clients seen within the minute a new client is refused.
 pub(crate) struct RateLimiter {
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<Windows>,
 }
+
+struct Windows {
+    clients: HashMap<IpAddr, (Instant, u32)>,
+    /// Sweep when the map reaches this size...
+    next_sweep: usize,
+    /// ... and the last sweep is at least a second old (at most one full scan per second).
+    last_sweep: Option<Instant>,
+}
+
+/// The first sweep happens at this size.
+const FIRST_SWEEP: usize = 4096;
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                clients: HashMap::new(),
+                next_sweep: FIRST_SWEEP,
+                last_sweep: None,
+            }),
         }
     }
 
@@ -144,11 +163,28 @@ impl RateLimiter {
     pub fn allow(&self, client: IpAddr) -> bool {
         let now = Instant::now();
         let minute = std::time::Duration::from_secs(60);
-        let mut w = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        if w.len() > 4096 {
-            w.retain(|_, (start, _)| now.duration_since(*start) < minute);
+        let mut guard = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let Windows {
+            clients,
+            next_sweep,
+            last_sweep,
+        } = &mut *guard;
+        if !clients.contains_key(&client) {
+            if clients.len() >= *next_sweep
+                && last_sweep
+                    .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1))
+            {
+                clients.retain(|_, (start, _)| now.duration_since(*start) < minute);
+                *next_sweep = (clients.len() * 2).clamp(FIRST_SWEEP, MAX_CLIENTS);
+                *last_sweep = Some(now);
+            }
+            // Full of clients seen this minute (many addresses, e.g. IPv6): a new one is refused
+            // rather than let the map grow with what clients choose.
+            if clients.len() >= MAX_CLIENTS {
+                return false;
+            }
         }
-        let entry = w.entry(client).or_insert((now, 0));
+        let entry = clients.entry(client).or_insert((now, 0));
         if now.duration_since(entry.0) >= minute {
             *entry = (now, 0);
         }
@@ -200,5 +236,19 @@ mod tests {
         assert!(l.allow(a) && l.allow(a));
         assert!(!l.allow(a));
         assert!(l.allow(b));
+    }
+
+    #[test]
+    fn rate_limiter_memory_is_bounded() {
+        let l = RateLimiter::new(5);
+        let mut refused = 0;
+        for i in 0..(MAX_CLIENTS as u32 + 100) {
+            if !l.allow(IpAddr::from(std::net::Ipv4Addr::from(i))) {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 100);
+        let len = l.windows.lock().unwrap().clients.len();
+        assert_eq!(len, MAX_CLIENTS);
     }
 }
