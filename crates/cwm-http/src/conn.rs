@@ -115,6 +115,11 @@ impl ConnState {
         }
     }
 
+    /// Whether a request is being served.
+    pub fn busy(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == BUSY
+    }
+
     /// Mark that an answer left request bytes unread.
     pub fn set_linger(&self) {
         self.linger.store(true, Ordering::Relaxed);

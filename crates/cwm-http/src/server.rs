@@ -221,8 +221,11 @@ async fn connection(
             () = sleep.as_mut() => {
                 if let Some(since) = closing
                     && since.elapsed() >= header_timeout
+                    && !state.busy()
                 {
-                    // Asked to close but still not done (a client that does not read): drop it.
+                    // Asked to close, no request being served, still not done (a client that
+                    // does not read its answer): drop it. A request that arrived just before
+                    // the close is served to its end (the shutdown deadline bounds it).
                     return;
                 }
                 match state.check(header_timeout, keep_alive) {
