@@ -18,46 +18,9 @@ const STRIPE_SECRET: &str = "whsec_test_5ecret";
 const JWT_SECRET: &str = "jwt-hs256-test-secret";
 const BODY: &str = r#"{"action":"opened","order":{"id":1001,"total":"12.50"}}"#;
 
-// A test-only RSA key pair, made for these tests and used nowhere else.
-const RSA_PRIVATE: &str = "\
------BEGIN PRIVATE KEY-----\n\
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC8BUVp4uYmfJCY\n\
-5311NufC7SLhB2cHtA7OwH04VNDmp96EyhzImMwF5u90NQUPm+B+vH0odOmeppXq\n\
-RV8bPlkTYC6tL3yOPFuqvloZZ515OpS+af7MaZgr1EtQFrjN274xCLCIA7JwFwxG\n\
-Kefga2OMzL2CTzn8zgdjU57qUpMVJwKBHVMXEel7bk3kdm/+q3iUItqf/onhlMLD\n\
-144CiZB1CEaspwrScxm6j1EQhHbWu4bmBbgTr0R0wwadlRBP8siRNBVeqPxFFoCU\n\
-hQ8kyhhw/9IhWPRqufuv26suAZqA4A/vVbYiMExFXkLdhN+HWL6kg2AniU4sVIwc\n\
-u+CkKPkfAgMBAAECggEAR9fzyBwNOVOLpQF/bNSIBnG6TCYZ9lWU+ueOcYHnONuY\n\
-KUFZckUAYJj3kn3X6zjytTqs0FKsGhUpX5UWXECcpMyxyTdF7sudc0a9AswW3gXG\n\
-ZGP4Gn+Wx9ic1oN4JiD7MZ1SZwaSnkYQSJcmpRgjt99b4nkHfVP0er2vEXZwATp5\n\
-AfNymrqmINN6O56hADrun53S7toNmW7sRcYiC9CuvArnQdNmkNhHpHxjAlt/gLym\n\
-fpw9vghsjWYtonHsS7qrhpjQdL5w6Prj60bmWxUxkOBvtNBxwhYZ7Xinc7sN28Ku\n\
-EpeU3Wt/6Epifl6LPtP95kiXRzT90OGqrhl1iaw+0QKBgQDgua+OdFMAMRU64mIo\n\
-wSieXajUSd1wN1gbiwkihRRoHEGmx5L1+wjC1aQYC+8YUdI8oeBFhw34cqHMZK0G\n\
-YDqi3iBBIsp1b2NU6Libj10PartTUGH7oOEn+oMLSoDK3cJnyEQwiuD6toDER9Ep\n\
-LmKAqy6sCc+EL9qzzjf39wmSowKBgQDWL+bCgfAn9jKa62qnoftUc6U9wfhTtyc6\n\
-qzdO02dZ5k3rre4HLmcqVdcB09X6mVCB8n/QSjNQUvwg4j3nKXKuOP41DG0ZBu9f\n\
-tByU7kRSQpULl5z21zhJn3FlL27iaxwVkJJQhjvm76blhVr2L2yS9rV09ikgJT/3\n\
-wScRo0UjVQKBgGB/m+FCFjoo2YL1n0z81OJcOZkfNtVvDoiVRZDrMH4cVBy36mVy\n\
-LKrtbo9c4IjC6dJbeKCig99B6jSIrrvkKomxdIxD0khnUnItlMhH4aAzJsl55PlW\n\
-dhjiu87naTKz0z0ZhB6MJFvEbrraU/ipEGdMGriJZfDPU8yOKv5xuEydAoGBAIVH\n\
-p3OPwa5MQC8woNyRKkDh+YgVhH4rcUjLtA3j9OL3MbOfNofXczDf23vyoqte7b7+\n\
-9FPbaFTqXqPjxJtsqkUJh/3grp6tNxU5kbOHFJKPhgmBnZXoVMlTYw+Q1ZIlDoPI\n\
-w5NCBFJu/E7Ejda1qf1FcaLHbs3nAAgedD5Ad8xFAoGBAJYT1Ap/7Tj4PQ9Y6zj0\n\
-GtNSv0LumSaOuJ3AtDpYut7lEXAdJpqfWvu+zbjTrVbyryaNqcmPUO2l4ElqDNRq\n\
-r/58Zt9cQ3XY2RrKl98idpj3TiprL2TIRH5yWdA2xjjIVucXuN7uDFYycxvLVPUc\n\
-uEXHA2VBOxzzwXwfZNPMZEy1\n\
------END PRIVATE KEY-----\n";
-const RSA_PUBLIC: &str = "\
------BEGIN PUBLIC KEY-----\n\
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvAVFaeLmJnyQmOd9dTbn\n\
-wu0i4QdnB7QOzsB9OFTQ5qfehMocyJjMBebvdDUFD5vgfrx9KHTpnqaV6kVfGz5Z\n\
-E2AurS98jjxbqr5aGWedeTqUvmn+zGmYK9RLUBa4zdu+MQiwiAOycBcMRinn4Gtj\n\
-jMy9gk85/M4HY1Oe6lKTFScCgR1TFxHpe25N5HZv/qt4lCLan/6J4ZTCw9eOAomQ\n\
-dQhGrKcK0nMZuo9REIR21ruG5gW4E69EdMMGnZUQT/LIkTQVXqj8RRaAlIUPJMoY\n\
-cP/SIVj0arn7r9urLgGagOAP71W2IjBMRV5C3YTfh1i+pINgJ4lOLFSMHLvgpCj5\n\
-HwIDAQAB\n\
------END PUBLIC KEY-----\n";
+// A test-only RSA key pair (tests/fixtures), made for the tests and used nowhere else.
+const RSA_PRIVATE: &str = include_str!("../fixtures/rsa_test_private.pem");
+const RSA_PUBLIC: &str = include_str!("../fixtures/rsa_test_public.pem");
 
 fn webhooks() -> Value {
     json!({
