@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
-/// The receiver's limits (DECISIONS H4).
+/// The receiver's limits.
 const LIMITS: JsonLimits = JsonLimits {
     max_depth: MAX_DEPTH,
     max_string_chars: MAX_STRING_CHARS,

@@ -289,7 +289,7 @@ async fn run(args: Args) -> ExitCode {
             file
         }
         Backend::Etcd => {
-            // Returns at once: until the first full load, /health and webhooks answer 503 (C4).
+            // Returns at once: until the first full load, /health and webhooks answer 503.
             let started = args
                 .etcd
                 .settings()

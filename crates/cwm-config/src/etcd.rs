@@ -1,4 +1,4 @@
-//! The etcd backend: a read-only, list-then-watch cache of `{prefix}` (DECISIONS C1-C9).
+//! The etcd backend: a read-only, list-then-watch cache of `{prefix}`.
 //!
 //! # How it works
 //!
@@ -20,7 +20,7 @@
 //! Readers only ever call [`ConfigProvider::snapshot`], a lock-free load that never awaits etcd,
 //! so the last good configuration keeps serving while etcd is away.
 //!
-//! The provider never writes to etcd (C9); [`connect`] and [`read_all`] are public so that the
+//! The provider never writes to etcd; [`connect`] and [`read_all`] are public so that the
 //! command-line tool reads the same way, and [`tls_hint`] so that it explains a plain-text
 //! connection refused by a TLS server the same way.
 
@@ -130,7 +130,7 @@ pub struct EtcdSettings {
     /// Bound on each unary request (one page of a listing) and on the watch being confirmed.
     /// Needed because a request to an unreachable member can otherwise wait forever.
     pub request_timeout: Duration,
-    /// HTTP/2 keepalive ping interval and ack timeout, also while idle (C7): a dead or
+    /// HTTP/2 keepalive ping interval and ack timeout, also while idle: a dead or
     /// partitioned member is noticed within `interval + timeout`.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
@@ -1022,7 +1022,7 @@ pub struct EtcdProvider<C: Compiler> {
 }
 
 impl<C: Compiler> EtcdProvider<C> {
-    /// Validate the settings and start the background task; returns at once (C4). Until the first
+    /// Validate the settings and start the background task; returns at once. Until the first
     /// full load, [`ConfigProvider::state`] is [`BackendState::Connecting`] and the snapshot is
     /// empty and not loaded; the task keeps retrying with backoff. Must run inside a Tokio runtime.
     pub fn start(
@@ -1154,7 +1154,7 @@ impl<C: Compiler> Shared<C> {
         String::from_utf8_lossy(key).into_owned()
     }
 
-    /// Parse and compile one key's value (C5). Never fails as a whole: the result says whether
+    /// Parse and compile one key's value. Never fails as a whole: the result says whether
     /// this key is ignored, refused or usable.
     fn evaluate<'k>(&self, key: &'k [u8], value: &[u8]) -> Entry<'k, C::Webhook> {
         evaluate(
@@ -1463,7 +1463,7 @@ impl<C: Compiler> Worker<C> {
         Ok(built)
     }
 
-    /// Publish a complete listing with [`Store::replace`] (C2, C5). A key present with an invalid
+    /// Publish a complete listing with [`Store::replace`]. A key present with an invalid
     /// value keeps its previous good value; keys no longer present disappear.
     fn apply_full(
         &mut self,
@@ -1515,7 +1515,7 @@ impl<C: Compiler> Worker<C> {
         }
     }
 
-    /// Apply one watch response with a single [`Store::update`] (C6). Events at or below the
+    /// Apply one watch response with a single [`Store::update`]. Events at or below the
     /// listing revision are already reflected and skipped. Returns `false`, applying nothing, when
     /// an event is older than what the snapshot reflects (etcd went backwards).
     fn apply_events(&mut self, events: &[etcd_client::Event], listed: i64) -> bool {
@@ -1685,7 +1685,7 @@ struct Built<W> {
     listed: Duration,
 }
 
-/// One listing being turned into a snapshot, page by page, on the builder thread (C5: every key
+/// One listing being turned into a snapshot, page by page, on the builder thread (every key
 /// is judged alone).
 struct FullBuild<C: Compiler> {
     shared: Arc<Shared<C>>,

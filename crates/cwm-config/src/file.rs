@@ -183,7 +183,7 @@ impl<C: Compiler> FileProvider<C> {
     }
 
     /// Read one file and note its content as seen. A file that does not exist and never did is
-    /// an empty map (with a warning, DECISIONS C10); one that was loaded before and is gone now
+    /// an empty map (with a warning: no implicit catch-all); one that was loaded before and is gone now
     /// is an error, so its previous entries keep serving until it is back.
     fn read(path: &Path, source: &mut Source) -> Result<Map<String, Value>, ConfigError> {
         let bytes = match std::fs::read(path) {

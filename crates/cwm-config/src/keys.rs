@@ -1,4 +1,4 @@
-//! The etcd key layout (config.md section 4.2):
+//! The etcd key layout (the Python gateway's):
 //!
 //! ```text
 //! {prefix}{namespace}/webhooks/{webhook_id}   -> webhook config JSON
@@ -35,7 +35,7 @@ pub enum KeyError {
 /// Parse a full key. `prefix` must be normalised (one trailing `/`).
 ///
 /// The webhook rule is tested first, so `global/webhooks/x` is a webhook in namespace `global`.
-/// Unlike the upstream, an empty id or name is refused (W33).
+/// Unlike the upstream, an empty id or name is refused.
 pub fn parse_key<'a>(prefix: &str, key: &'a [u8]) -> Result<KeyRef<'a>, KeyError> {
     let rel = key
         .strip_prefix(prefix.as_bytes())

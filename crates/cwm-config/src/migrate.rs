@@ -1,5 +1,5 @@
-//! Moving configuration between files and etcd: import, export and validation (DECISIONS C9:
-//! the receiver only reads etcd; these writes belong to the command-line tool).
+//! Moving configuration between files and etcd: import, export and validation (the
+//! receiver only reads etcd; these writes belong to the command-line tool).
 //!
 //! Values are copied **raw**: `{$VAR}` placeholders are written to etcd unresolved, so every
 //! receiver resolves them against its own environment, as it does with files.

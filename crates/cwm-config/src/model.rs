@@ -19,7 +19,7 @@ pub enum DataType {
     Blob,
 }
 
-/// When the receiver answers 200 (DECISIONS H3).
+/// When the receiver answers 200: once the sink took the event, or at once (`receive`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ack {
@@ -30,7 +30,7 @@ pub enum Ack {
     Receive,
 }
 
-/// Retry policy for a sink delivery (pipeline.md 2.4), already clamped.
+/// Retry policy for a sink delivery (the `retry` object), already clamped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -287,7 +287,7 @@ pub struct ConnectionConfig {
 const HOST_PORT_TYPES: &[&str] = &["rabbitmq", "redis-rq", "postgresql", "mysql", "clickhouse"];
 
 impl ConnectionConfig {
-    /// Parse and validate one connection document (DECISIONS C12).
+    /// Parse and validate one connection document (see [`check_connection_host`]).
     pub fn from_value(mut value: Value, env: &dyn Env) -> Result<Self, EntryError> {
         if !value.is_object() {
             return Err(EntryError::NotAnObject);
@@ -337,7 +337,7 @@ impl ConnectionConfig {
     }
 }
 
-/// Connection hosts are operator configuration (DECISIONS C12): localhost, loopback and private
+/// Connection hosts are operator configuration: localhost, loopback and private
 /// addresses are fine; cloud metadata endpoints and shell metacharacters are not.
 pub fn check_connection_host(host: &str) -> Result<(), EntryError> {
     let h = host.trim();

@@ -50,7 +50,7 @@ pub fn is_valid_namespace(ns: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The webhook id rules of the upstream (pipeline.md 5.1), checked on the trimmed value.
+/// The webhook id rules of the upstream, checked on the trimmed value.
 pub fn validate_webhook_id(id: &str) -> Result<(), WebhookIdError> {
     let id = id.trim();
     if id.is_empty() {

@@ -14,7 +14,7 @@ use crate::snapshot::{Rejection, Snapshot, Store};
 /// Turns a validated [`WebhookConfig`] into whatever the application serves from (for the
 /// receiver: the config plus its ready-to-use sink). Runs once per config change, never per request.
 ///
-/// An `Err` rejects that one webhook (DECISIONS C5): an unknown module, a bad `module-config`, ...
+/// An `Err` rejects that one webhook (the others keep serving): an unknown module, a bad `module-config`, ...
 pub trait Compiler: Send + Sync + 'static {
     type Webhook: Send + Sync + 'static;
     fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, String>;

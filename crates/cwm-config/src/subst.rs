@@ -1,4 +1,4 @@
-//! `{$VAR}` / `{$VAR:default}` substitution in string values (DECISIONS C11).
+//! `{$VAR}` / `{$VAR:default}` substitution in string values; an unset variable without a default rejects that entry.
 //!
 //! Unlike the upstream, values are never "sanitised": a secret containing `$` or `..` arrives intact.
 //! Only NUL bytes are removed and a resolved value is capped at 4096 characters. An unset variable

@@ -285,7 +285,7 @@ async fn pump(
 // Tests
 // ------------------------------------------------------------------------------------------------
 
-/// C05, C06, C07, C08, C09-C11, D01-D05, E04: layout, values, reads, live add/update/delete.
+/// Layout, values, reads, live add/update/delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_layout_reads_and_live_updates() {
     let etcd = Etcd::start();
@@ -416,7 +416,7 @@ async fn key_layout_reads_and_live_updates() {
     assert!(has(&p, "ns1", "hook2"), "the cache is kept after shutdown");
 }
 
-/// C5 / D06 / E11: bad values are rejected one key at a time; the last good value keeps serving.
+/// Bad values are rejected one key at a time; the last good value keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_values_keep_the_last_good_value() {
     let etcd = Etcd::start();
@@ -472,7 +472,7 @@ async fn invalid_values_keep_the_last_good_value() {
         "/cwm/global/connections/c1",
         r#"{"type":"redis-rq","host":"169.254.169.254","port":6379}"#,
     );
-    // K06: a non-UTF-8 key is refused alone; a 1.4 MiB value loads.
+    // A non-UTF-8 key is refused alone; a 1.4 MiB value loads.
     let mut c = client(&etcd.endpoint()).await;
     c.put(b"/cwm/ns1/webhooks/\xff".to_vec(), LOG, None)
         .await
@@ -559,7 +559,7 @@ async fn invalid_values_keep_the_last_good_value() {
     p.shutdown().await;
 }
 
-/// C1 / K01: a writer runs while the provider starts and through forced reconnects; once it
+/// A writer runs while the provider starts and through forced reconnects; once it
 /// stops, the snapshot equals etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_startup_and_reconnects_are_not_lost() {
@@ -611,7 +611,7 @@ async fn writes_during_startup_and_reconnects_are_not_lost() {
     p.shutdown().await;
 }
 
-/// C2 / K03: the watch stalls while etcd moves on and compacts; etcd cancels the watch for
+/// The watch stalls while etcd moves on and compacts; etcd cancels the watch for
 /// compaction and the provider re-lists at once and converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_during_a_stalled_watch_resyncs() {
@@ -675,7 +675,7 @@ async fn compaction_during_a_stalled_watch_resyncs() {
     p.shutdown().await;
 }
 
-/// C3 / F03 / K03: the provider's path to etcd is down; etcd changes and compacts meanwhile; the
+/// The provider's path to etcd is down; etcd changes and compacts meanwhile; the
 /// last snapshot keeps serving; once the path is back, the re-list catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_and_compaction_during_an_outage_are_picked_up() {
@@ -745,7 +745,7 @@ async fn changes_and_compaction_during_an_outage_are_picked_up() {
     p.shutdown().await;
 }
 
-/// C3 / F01 / F04: etcd itself is killed (the cache keeps serving, state Disconnected) and
+/// Etcd itself is killed (the cache keeps serving, state Disconnected) and
 /// restarted with its data; writes after the restart are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_killed_and_restarted() {
@@ -774,7 +774,7 @@ async fn etcd_killed_and_restarted() {
     p.shutdown().await;
 }
 
-/// C2: the provider is moved to an etcd whose revision is lower (restored or wiped): it notices,
+/// The provider is moved to an etcd whose revision is lower (restored or wiped): it notices,
 /// re-lists and serves the new content, then follows its writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lower_revision_after_reconnect_is_a_resync() {
@@ -808,7 +808,7 @@ async fn lower_revision_after_reconnect_is_a_resync() {
     p.shutdown().await;
 }
 
-/// C4 / F07: etcd is unreachable at startup: Connecting and not loaded, retrying in the
+/// Etcd is unreachable at startup: Connecting and not loaded, retrying in the
 /// background; once etcd is up, the load happens with no restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_before_etcd() {
@@ -835,7 +835,7 @@ async fn starts_before_etcd() {
     p.shutdown().await;
 }
 
-/// C14 / F11: shutdown is bounded even in the middle of a long backoff wait.
+/// Shutdown is bounded even in the middle of a long backoff wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_a_long_backoff() {
     let p = start(EtcdSettings {
@@ -884,7 +884,7 @@ fn root_put(etcd: &Etcd, key: &str, value: &str) {
     ctl(etcd, &["--user=root:rootpw", "put", key, value]);
 }
 
-/// C8 / G01-G03: a read-only user loads and watches; a wrong password or a lone username never
+/// A read-only user loads and watches; a wrong password or a lone username never
 /// loads and never shows the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication() {
@@ -927,7 +927,7 @@ async fn authentication() {
     }
 }
 
-/// C8 / G04: a short-lived simple token expires while idle; the watch keeps delivering and the
+/// A short-lived simple token expires while idle; the watch keeps delivering and the
 /// next request re-authenticates with a new client (resync "auth").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_reauthenticates() {
@@ -963,7 +963,7 @@ async fn expired_token_reauthenticates() {
         p.state() == BackendState::Healthy
     })
     .await;
-    // F09: the client replaced for re-authentication closed its connection.
+    // The client replaced for re-authentication closed its connection.
     wait_until("old connection closed", Duration::from_secs(2), || {
         proxy.live() == 1
     })
@@ -971,7 +971,7 @@ async fn expired_token_reauthenticates() {
     p.shutdown().await;
 }
 
-/// C1 / K04: 5,000 namespaces x 5 webhooks of ~250 bytes load in pages (one range would pass
+/// 5,000 namespaces x 5 webhooks of ~250 bytes load in pages (one range would pass
 /// gRPC's 4 MiB limit) and live updates keep flowing. Pages of 3,001 keys, so the listing takes
 /// 9 pages built on the background builder and namespaces are split across page boundaries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1178,7 +1178,7 @@ fn tls_etcd() -> TlsEtcd {
     TlsEtcd { child, port, dir }
 }
 
-/// C8: optional TLS with a client certificate; without the client certificate etcd refuses.
+/// Optional TLS with a client certificate; without the client certificate etcd refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificate() {
     let etcd = tokio::task::block_in_place(tls_etcd);

@@ -1,4 +1,4 @@
-//! Credential cleanup (pipeline.md 2.6): what sinks receive has credentials masked or removed,
+//! Credential cleanup, as upstream: what sinks receive has credentials masked or removed,
 //! unless a webhook turns it off with `"credential_cleanup": {"enabled": false}`.
 
 use std::sync::LazyLock;

@@ -1,4 +1,4 @@
-//! `save_to_disk` sink (modules.md 7.2): one new file per event inside a jail directory.
+//! `save_to_disk` sink: one new file per event inside a jail directory.
 //!
 //! `module-config`: `path` (default `"."`; relative to `base_dir`, or absolute inside it) and
 //! `base_dir` (default: the process working directory; a relative one is taken from there).
@@ -6,7 +6,7 @@
 //! Each event becomes `<uuid4>.json` holding the payload as JSON text (the body as the sender wrote
 //! it, or compact JSON when credential cleanup changed it), or `<uuid4>.bin`
 //! holding the raw bytes of a blob payload (upstream wrote `<uuid4>.txt` holding the Python repr,
-//! which nothing but Python reads back; modules.md 7.2 recommends this form). Files are created with
+//! which nothing but Python reads back; so raw bytes are kept as they came). Files are created with
 //! `O_CREAT|O_EXCL` and mode 0600, missing directories with mode 0700; the data and the directory
 //! entry are fsynced before `deliver` returns `Ok`, so a 200 means the file survives a crash.
 //!
@@ -276,7 +276,7 @@ fn write_new(file: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_data()
 }
 
-/// System directories (modules.md 7.2), compared case-insensitively; temp trees are exempt.
+/// System directories the upstream refuses as targets, compared case-insensitively; temp trees are exempt.
 fn is_system_dir(path: &Path) -> bool {
     const TEMP: &[&str] = &[
         "/tmp/",

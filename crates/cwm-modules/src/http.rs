@@ -1,4 +1,4 @@
-//! `http_webhook` sink (modules.md 7.3, pipeline.md 5.4): forwards each event to an HTTP(S) URL.
+//! `http_webhook` sink, with the upstream's SSRF rules: forwards each event to an HTTP(S) URL.
 //!
 //! `module-config`: `url` (required), `method` (`POST` default, `PUT`, `PATCH`), `headers` (custom
 //! headers, they win over forwarded ones), `forward_headers` (default `false`), `allowed_headers`
@@ -35,7 +35,7 @@
 //! IPv4-mapped, 6to4 or NAT64 IPv6; only the remaining addresses are connected to, and a host
 //! left with none is refused. An IP literal (allowed by `allowed_hosts`) is judged the same way
 //! before connecting ([`GuardedConnector`]). Loopback and private addresses stay allowed
-//! (DECISIONS C12): reaching them is the load-time rules' business. Pooled connections were
+//! (they are operator configuration): reaching them is the load-time rules' business. Pooled connections were
 //! checked when they were opened.
 
 use std::borrow::Cow;
@@ -96,7 +96,7 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// LOCALHOST-SET (modules.md 6) plus names that resolve to loopback on common systems.
+/// The upstream's localhost names plus names that resolve to loopback on common systems.
 const LOCALHOST_NAMES: &[&str] = &[
     "localhost",
     "127.0.0.1",
@@ -244,7 +244,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
 
 /// Whether the client refuses to connect to `ip`: a cloud metadata address (by the same list as
 /// connection hosts), link-local or multicast, also inside IPv4-mapped, IPv4-compatible, 6to4
-/// and NAT64 (64:ff9b::/96) IPv6 addresses. Loopback and private addresses are allowed (C12).
+/// and NAT64 (64:ff9b::/96) IPv6 addresses. Loopback and private addresses are allowed.
 fn connect_refused(ip: IpAddr) -> bool {
     let refused = |ip: IpAddr| {
         is_metadata_host(&ip.to_string())
@@ -359,7 +359,7 @@ fn custom_headers(
     Ok(out)
 }
 
-/// The header rules (modules.md 7.3): hop-by-hop names, RFC 7230 token names of at most 200
+/// The upstream's header rules: hop-by-hop names, RFC 7230 token names of at most 200
 /// characters, the optional whitelist, no line breaks or NUL in values, trimmed values of at most
 /// 8192 characters.
 fn filter_header(
@@ -518,7 +518,7 @@ struct Target {
 }
 
 impl Target {
-    /// V-URL (modules.md 6, pipeline.md 5.4) and the request URI.
+    /// The upstream's URL rules and the request URI.
     fn parse(raw: &str, allowed_hosts: Option<&[String]>) -> Result<Self, String> {
         let bad = |why: &str| format!("'module-config.url' {why}");
         let url = raw.trim();
@@ -819,7 +819,7 @@ fn inet_number(p: &str) -> Option<u64> {
     }
 }
 
-/// DNS-RE of modules.md 6: dot-separated labels of letters, digits and inner hyphens, 1..63 long.
+/// The upstream's host name rule: dot-separated labels of letters, digits and inner hyphens, 1..63 long.
 fn is_dns_name(host: &str) -> bool {
     host.split('.').all(|label| {
         let b = label.as_bytes();
@@ -1429,7 +1429,7 @@ mod tests {
         ]));
         let sink = |mc: Value| factory(&config(mc), &ctx).unwrap();
 
-        // A name the load-time rules accept, resolving to loopback: delivered (C12).
+        // A name the load-time rules accept, resolving to loopback: delivered.
         let s = sink(json!({"url": format!("http://hooks.test:{port}/in")}));
         s.deliver(&event(Payload::Json(json!({"a": 1}).into()), &[]))
             .await

@@ -1,4 +1,4 @@
-//! `log` sink (modules.md 7.1): prints each event on stdout.
+//! `log` sink: prints each event on stdout.
 //!
 //! `module-config`: `pretty_print` (default `false`), `redact_sensitive` (default `true`).
 //!
@@ -67,7 +67,7 @@ const MAX_BLOB_BYTES: usize = MAX_FIELD_CHARS / 4 * 3;
 const RULE: &str =
     "================================================================================";
 
-/// modules.md 7.1 list, minus words that contain another listed word (`access_token` already
+/// The upstream `log` module's sensitive words, minus words that contain another listed word (`access_token` already
 /// matches `token`), plus the `-` forms of the `_` words.
 const SENSITIVE: &[&str] = &[
     "password",

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::cleanup::CredentialCleanup;
 
-/// The limits a JSON body is held to (DECISIONS H4).
+/// The limits a JSON body is held to (as upstream: depth 50, strings of 1 MiB characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {
     /// Deepest nesting accepted; the root is depth 0. serde_json stops at 128 levels on its own,
