@@ -368,20 +368,7 @@ fn export_of_an_empty_namespace_fails() {
 fn tls_files_that_do_not_parse_are_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    cwm_testkit::require_binary("openssl", "openssl");
-    let key = Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-out", "client.key"])
-        .output()
-        .unwrap();
-    assert!(key.status.success(), "{:?}", text(&key));
+    cwm_testkit::make_certs(d);
     std::fs::write(d.join("ca.pem"), "not a certificate\n").unwrap();
     let ca = d.join("ca.pem").display().to_string();
     let out = bare_ctl(d, &["validate", "--etcd", "--etcd-ca-cert", &ca]);
@@ -417,49 +404,9 @@ fn tls_files_that_do_not_parse_are_bad_usage() {
 
 #[test]
 fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
-    cwm_testkit::require_binary("openssl", "openssl");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let cert = Command::new("openssl")
-        .current_dir(d)
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.pem",
-            "-subj",
-            "/CN=server",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(cert.status.success(), "{:?}", text(&cert));
-    let (port, peer) = (cwm_tests::free_port(), cwm_tests::free_port());
-    let (client_url, peer_url) = (
-        format!("https://127.0.0.1:{port}"),
-        format!("http://127.0.0.1:{peer}"),
-    );
-    let mut etcd = Command::new(cwm_testkit::require_binary("etcd", "etcd-server"))
-        .current_dir(d)
-        .arg("--name=tls")
-        .arg("--data-dir=data")
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=tls={peer_url}"))
-        .args([
-            "--cert-file=server.pem",
-            "--key-file=server.key",
-            "--log-level=error",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(cwm_testkit::wait_for_port(port, Duration::from_secs(20)));
+    let etcd = cwm_testkit::TlsEtcd::start(false);
+    let d = etcd.dir();
+    let port = etcd.port();
     let port = port.to_string();
     let out = bare_ctl(
         d,
@@ -472,8 +419,7 @@ fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
             &port,
         ],
     );
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+    drop(etcd);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cwm_testkit::{TlsEtcd, make_certs};
 use cwm_tests::{Etcd, Receiver, eventually, seed_etcd};
 use serde_json::json;
 
@@ -506,86 +507,6 @@ fn a_key_whose_check_cannot_work_is_rejected_and_the_good_value_keeps_serving() 
 // TLS to etcd: files that do not parse, and a plain endpoint that meets a TLS server.
 // ------------------------------------------------------------------------------------------------
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    cwm_testkit::require_binary("openssl", "openssl");
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// In `dir`: a CA (`ca.pem`) and, signed by it, a certificate for 127.0.0.1 (`server.pem`,
-/// `server.key`), all PEM.
-fn make_certs(dir: &std::path::Path) {
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let run = |cmd: &str| openssl(dir, &cmd.split_whitespace().collect::<Vec<_>>());
-    run(&format!(
-        "req -x509 {ec} -keyout ca.key -out ca.pem -subj /CN=cwm-test-ca -days 1"
-    ));
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    run(&format!(
-        "req {ec} -keyout server.key -out server.csr -subj /CN=server"
-    ));
-    run(
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
-         -days 1 -extfile server.ext",
-    );
-}
-
-/// An etcd that speaks TLS only (server certificate from [`make_certs`]), killed on drop.
-struct TlsEtcd {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl TlsEtcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        make_certs(dir.path());
-        let (port, peer) = (cwm_tests::free_port(), cwm_tests::free_port());
-        let p = |f: &str| dir.path().join(f).display().to_string();
-        let (client_url, peer_url) = (
-            format!("https://127.0.0.1:{port}"),
-            format!("http://127.0.0.1:{peer}"),
-        );
-        let child = std::process::Command::new(cwm_testkit::require_binary("etcd", "etcd-server"))
-            .arg("--name=tls")
-            .arg(format!("--data-dir={}", p("data")))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=tls={peer_url}"))
-            .arg(format!("--cert-file={}", p("server.pem")))
-            .arg(format!("--key-file={}", p("server.key")))
-            .arg("--log-level=error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        assert!(cwm_testkit::wait_for_port(port, Duration::from_secs(20)));
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for TlsEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Run the receiver with `env` until it exits on its own (killed and failed if it still runs
 /// after 30 s, which means it started instead of refusing its settings).
 fn exit_of(dir: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
@@ -717,12 +638,12 @@ fn tls_files_that_do_not_parse_stop_startup_with_exit_2() {
 
 #[test]
 fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
-    let etcd = TlsEtcd::start();
-    let endpoint = format!("127.0.0.1:{}", etcd.port);
+    let etcd = TlsEtcd::start(false);
+    let endpoint = format!("127.0.0.1:{}", etcd.port());
     let hint = format!(
         "the server at {endpoint} answered with TLS: set ETCD_CA_CERT or use an https:// endpoint"
     );
-    let port = etcd.port.to_string();
+    let port = etcd.port().to_string();
     let rx = Receiver::start(
         &[],
         &[
@@ -748,7 +669,7 @@ fn plain_endpoint_against_a_tls_etcd_says_tls_is_needed() {
     assert!(last_error.contains(&hint), "{last_error}");
 
     // Doing what the hint says works.
-    let ca = etcd.dir.path().join("ca.pem").display().to_string();
+    let ca = etcd.dir().join("ca.pem").display().to_string();
     let https = format!("https://{endpoint}");
     let rx = Receiver::start(
         &[],

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cwm_config::etcd::{EtcdProvider, EtcdSettings, read_all};
 use cwm_config::{BackendState, Compiler, ConfigProvider, ReloadRequest, WebhookConfig};
-use cwm_testkit::Etcd;
+use cwm_testkit::{Etcd, TlsEtcd, make_certs, openssl};
 use etcd_client::{Client, Txn, TxnOp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1041,154 +1041,17 @@ async fn twenty_five_thousand_keys() {
     p.shutdown().await;
 }
 
-/// A TLS etcd (mutual TLS, `--client-cert-auth`), started by hand because the testkit speaks
-/// plain HTTP. Stopped on drop.
-struct TlsEtcd {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for TlsEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`ca.pem`, `ca.key`) and, signed by it for 127.0.0.1, a server (`server.pem`,
-/// `server.key`) and a client (`client.pem`, `client.key`) certificate, all PEM, in `d`.
-fn make_certs(d: &std::path::Path) {
-    cwm_testkit::require_binary("openssl", "openssl");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        d,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                "/CN=cwm-test-ca",
-                "-days",
-                "1",
-            ],
-        ]
-        .concat(),
-    );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        std::fs::write(
-            d.join(format!("{name}.ext")),
-            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-        )
-        .unwrap();
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        openssl(
-            d,
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-}
-
-fn tls_etcd() -> TlsEtcd {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    make_certs(d);
-    let (port, peer) = (cwm_testkit::free_port(), cwm_testkit::free_port());
-    let client_url = format!("https://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let p = |f: &str| d.join(f).display().to_string();
-    let child = std::process::Command::new(cwm_testkit::require_binary("etcd", "etcd-server"))
-        .arg("--name=tls")
-        .arg(format!("--data-dir={}", p("data")))
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=tls={peer_url}"))
-        .arg(format!("--cert-file={}", p("server.pem")))
-        .arg(format!("--key-file={}", p("server.key")))
-        .arg(format!("--trusted-ca-file={}", p("ca.pem")))
-        .arg("--client-cert-auth")
-        .arg("--log-level=error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start etcd");
-    assert!(cwm_testkit::wait_for_port(port, Duration::from_secs(20)));
-    TlsEtcd { child, port, dir }
-}
-
 /// Optional TLS with a client certificate; without the client certificate etcd refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificate() {
-    let etcd = tokio::task::block_in_place(tls_etcd);
-    let d = etcd.dir.path();
+    let etcd = tokio::task::block_in_place(|| TlsEtcd::start(true));
+    let d = etcd.dir();
     let tls = cwm_config::EtcdTls {
         ca: Some(d.join("ca.pem")),
         cert: Some(d.join("client.pem")),
         key: Some(d.join("client.key")),
     };
-    let endpoint = format!("127.0.0.1:{}", etcd.port);
+    let endpoint = format!("127.0.0.1:{}", etcd.port());
     let options = etcd_client::ConnectOptions::new().with_tls(
         etcd_client::TlsOptions::new()
             .ca_certificate(etcd_client::Certificate::from_pem(
@@ -1243,8 +1106,8 @@ async fn tls_with_client_certificate() {
 /// not hold the test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_endpoint_against_tls_etcd_hints_at_tls() {
-    let etcd = tokio::task::block_in_place(tls_etcd);
-    let endpoint = format!("127.0.0.1:{}", etcd.port);
+    let etcd = tokio::task::block_in_place(|| TlsEtcd::start(true));
+    let endpoint = format!("127.0.0.1:{}", etcd.port());
     let hint = format!(
         "the server at {endpoint} answered with TLS: set ETCD_CA_CERT or use an https:// endpoint"
     );
