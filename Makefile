@@ -25,11 +25,21 @@ endef
 deps-build:
 	$(call need,protoc,protobuf-compiler)
 	$(call need,cc,build-essential)
+	$(call need,make,make)
+
+# Test servers from Debian, and a virtualenv with the Python peers (a stock RQ worker) from PyPI.
+VENV ?= $(CURDIR)/target/venv
+export CWM_TEST_VENV := $(VENV)
 
 deps-test: deps-build
 	$(call need,etcd,etcd-server)
 	$(call need,etcdctl,etcd-client)
 	$(call need,curl,curl)
+	$(call need,redis-server,redis-server)
+	$(call need,clickhouse-server,clickhouse-server)
+	$(call need,clickhouse-client,clickhouse-client)
+	@python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || $(APT) install -y -qq python3-venv
+	@[ -x $(VENV)/bin/rq ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'rq>=1.16,<3'; }
 
 deps-bench: deps-test
 	$(call need,wrk,wrk)

@@ -343,7 +343,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     tracing::info!(%addr, backend = provider.backend(), "cwm-receiver listening");
-    let receiver = Receiver::new(provider.clone(), settings);
+    let receiver = Receiver::new(provider.clone(), settings).with_modules(modules.clone());
     let deadline = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let deadline = deadline.clone();

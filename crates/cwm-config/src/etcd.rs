@@ -1426,8 +1426,10 @@ impl<C: Compiler> Worker<C> {
             if let Some(header) = resp.header() {
                 self.last_seen = self.last_seen.max(header.revision());
             }
-            if !resp.events().is_empty() && !self.apply_events(resp.events(), listed) {
-                return Ok(Relist("revision_regressed"));
+            if !resp.events().is_empty()
+                && let Some(reason) = self.apply_events(resp.events(), listed)
+            {
+                return Ok(Relist(reason));
             }
         }
     }
@@ -1446,6 +1448,7 @@ impl<C: Compiler> Worker<C> {
             settings.request_timeout,
         );
         let started = Instant::now();
+        self.sync_connections_first(client).await?;
         let mut builder = BuildTask::spawn(&self.shared, &self.tracker);
         let mut pages = 0usize;
         while let Some(page) = listing.next().await? {
@@ -1461,6 +1464,34 @@ impl<C: Compiler> Worker<C> {
         built.pages = pages;
         built.listed = listed;
         Ok(built)
+    }
+
+    /// Hand the compiler the connections before the listing compiles webhooks against them
+    /// (keys are listed in order, and `global/connections/` sorts among the namespaces). A
+    /// connection that changes between this read and the listing is corrected when the listing
+    /// is published.
+    async fn sync_connections_first(&self, client: &Client) -> Result<(), Failure> {
+        let settings = &self.shared.settings;
+        let prefix = crate::keys::connection_key(&settings.prefix, "");
+        let mut kv = client.kv_client();
+        let resp = tokio::time::timeout(
+            settings.request_timeout,
+            kv.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| Failure::other("reading the connections timed out"))??;
+        let mut connections = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            if let Entry::Connection {
+                name,
+                result: Ok(c),
+            } = self.shared.evaluate(kv.key(), kv.value())
+            {
+                connections.push((Arc::from(name), Arc::new(c)));
+            }
+        }
+        self.shared.compiler.sync_connections(&connections);
+        Ok(())
     }
 
     /// Publish a complete listing with [`Store::replace`]. A key present with an invalid
@@ -1484,6 +1515,9 @@ impl<C: Compiler> Worker<C> {
             }
         }
         let namespaces = built.snapshot.namespace_count();
+        shared
+            .compiler
+            .sync_connections(&built.snapshot.connections());
         let superseded = store.replace(built.snapshot);
         let old_tracker = std::mem::replace(&mut self.tracker, Arc::new(built.tracker));
         // The superseded snapshot and tracker hold every key of the previous listing: free them
@@ -1516,9 +1550,16 @@ impl<C: Compiler> Worker<C> {
     }
 
     /// Apply one watch response with a single [`Store::update`]. Events at or below the
-    /// listing revision are already reflected and skipped. Returns `false`, applying nothing, when
-    /// an event is older than what the snapshot reflects (etcd went backwards).
-    fn apply_events(&mut self, events: &[etcd_client::Event], listed: i64) -> bool {
+    /// listing revision are already reflected and skipped. Returns why the whole prefix must be
+    /// listed again instead:
+    /// - `revision_regressed` (nothing applied): an event is older than what the snapshot
+    ///   reflects (etcd went backwards);
+    /// - `connection_changed`: a connection that rejected webhooks name was added or changed, so
+    ///   those webhooks are compiled again.
+    ///
+    /// Connection events are applied before webhook events, and the compiler sees the new set of
+    /// connections before any webhook of the response is compiled.
+    fn apply_events(&mut self, events: &[etcd_client::Event], listed: i64) -> Option<&'static str> {
         let shared = &*self.shared;
         let applied = shared.store.load().revision();
         if events
@@ -1530,15 +1571,39 @@ impl<C: Compiler> Worker<C> {
                 applied,
                 "etcd sent an event older than the snapshot; resyncing"
             );
-            return false;
+            return Some("revision_regressed");
         }
+        let prefix = shared.settings.prefix.as_str();
+        let is_connection = |e: &&etcd_client::Event| {
+            e.kv().is_some_and(|kv| {
+                matches!(parse_key(prefix, kv.key()), Ok(KeyRef::Connection { .. }))
+            })
+        };
+        let changed: Vec<String> = events
+            .iter()
+            .filter(is_connection)
+            .filter_map(|e| e.kv().filter(|kv| kv.mod_revision() > listed))
+            .filter_map(|kv| match parse_key(prefix, kv.key()) {
+                Ok(KeyRef::Connection { name }) => Some(name.to_owned()),
+                _ => None,
+            })
+            .collect();
+        let ordered = events
+            .iter()
+            .filter(is_connection)
+            .chain(events.iter().filter(|e| !is_connection(e)));
         let tracker = Arc::make_mut(&mut self.tracker);
         shared.store.update(|snap| {
             let mut revision = snap.revision();
-            for event in events {
+            let mut synced = changed.is_empty();
+            for event in ordered {
                 let Some(kv) = event.kv() else { continue };
                 if kv.mod_revision() <= listed {
                     continue;
+                }
+                if !synced && !is_connection(&event) {
+                    shared.compiler.sync_connections(&snap.connections());
+                    synced = true;
                 }
                 revision = revision.max(kv.mod_revision());
                 let key = kv.key();
@@ -1547,12 +1612,27 @@ impl<C: Compiler> Worker<C> {
                     EventType::Delete => Self::delete_event(shared, tracker, snap, key),
                 }
             }
+            if !synced {
+                shared.compiler.sync_connections(&snap.connections());
+            }
             snap.set_revision(revision);
         });
         if let Some(last) = events.iter().filter_map(etcd_client::Event::kv).next_back() {
             self.last_seen = self.last_seen.max(last.mod_revision());
         }
-        true
+        let waiting = |name: &str| {
+            let needle = format!("connection '{name}'");
+            shared
+                .store
+                .rejections()
+                .iter()
+                .any(|r| r.key.contains("/webhooks/") && r.reason.contains(&needle))
+        };
+        if changed.iter().any(|name| waiting(name)) {
+            tracing::info!("a connection that rejected webhooks name changed; resyncing");
+            return Some("connection_changed");
+        }
+        None
     }
 
     fn put_event(

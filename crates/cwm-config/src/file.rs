@@ -142,7 +142,8 @@ impl<C: Compiler> FileProvider<C> {
 
     async fn reload_changed(&self) {
         let mut loaded = self.loaded.lock().await;
-        for kind in [Kind::Webhooks, Kind::Connections] {
+        // Connections first: the webhooks of the same change are compiled against them.
+        for kind in [Kind::Connections, Kind::Webhooks] {
             let (path, source) = match kind {
                 Kind::Webhooks => (&self.webhooks_path, &loaded.webhooks),
                 Kind::Connections => (&self.connections_path, &loaded.connections),
@@ -230,6 +231,12 @@ impl<C: Compiler> FileProvider<C> {
         };
         source.hash = source.seen;
         source.raw = raw;
+        if matches!(kind, Kind::Connections) && diff.added + diff.removed + diff.modified > 0 {
+            // A webhook's sink is checked against the connection it names (type, existence):
+            // compile the webhooks again, as they are, against the new connections.
+            let webhooks = &loaded.webhooks.raw;
+            self.apply_webhooks(webhooks, webhooks);
+        }
         Ok(diff)
     }
 
@@ -280,6 +287,7 @@ impl<C: Compiler> FileProvider<C> {
             }
         }
         diff.total = next.connection_count();
+        self.compiler.sync_connections(&next.connections());
         self.store.replace(next);
         diff
     }
@@ -366,11 +374,12 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for FileProvider<C> {
         let mut loaded = self.loaded.lock().await;
         let mut report = ReloadReport::default();
         let result = (|| {
-            if request.webhooks {
-                report.webhooks = Some(self.load_kind(&Kind::Webhooks, &mut loaded)?);
-            }
+            // Connections first: the webhooks are compiled against them.
             if request.connections {
                 report.connections = Some(self.load_kind(&Kind::Connections, &mut loaded)?);
+            }
+            if request.webhooks {
+                report.webhooks = Some(self.load_kind(&Kind::Webhooks, &mut loaded)?);
             }
             Ok(())
         })();
@@ -399,7 +408,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::model::WebhookConfig;
+    use crate::model::{ConnectionConfig, WebhookConfig};
 
     /// Accepts any webhook with a `module`, rejects module "nope".
     struct TestCompiler;
@@ -416,6 +425,59 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "TOKEN").then(|| "abc".to_owned())
+    }
+
+    /// Rejects a webhook naming a connection it was not handed.
+    #[derive(Default)]
+    struct ConnCompiler(std::sync::Mutex<Vec<String>>);
+    impl Compiler for ConnCompiler {
+        type Webhook = WebhookConfig;
+        fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+            match &config.connection {
+                Some(c) if !self.0.lock().unwrap().contains(c) => {
+                    Err(format!("connection '{c}' is not defined"))
+                }
+                _ => Ok(config),
+            }
+        }
+        fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
+            *self.0.lock().unwrap() = connections.iter().map(|(n, _)| n.to_string()).collect();
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_compiled_against_the_connections_of_the_same_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = json!({"type":"redis-rq","host":"localhost","port":6379});
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"a":{"module":"redis_rq","connection":"r"},"b":{"module":"redis_rq","connection":"later"}}),
+        );
+        write(dir.path(), "connections.json", &json!({"r": redis}));
+        let p = Arc::new(FileProvider::new(
+            dir.path().join("webhooks.json"),
+            dir.path().join("connections.json"),
+            Arc::new(ConnCompiler::default()),
+            Arc::new(env),
+        ));
+        p.load().await.unwrap();
+        assert!(p.snapshot().webhook_exact(FILE_NAMESPACE, "a").is_some());
+        assert!(p.snapshot().webhook_exact(FILE_NAMESPACE, "b").is_none());
+        // Adding the connection alone brings the webhook that named it.
+        write(
+            dir.path(),
+            "connections.json",
+            &json!({"r": redis, "later": redis}),
+        );
+        p.reload(ReloadRequest {
+            webhooks: false,
+            connections: true,
+        })
+        .await
+        .unwrap();
+        assert!(p.snapshot().webhook_exact(FILE_NAMESPACE, "b").is_some());
+        assert!(p.status().rejected.is_empty());
     }
 
     fn provider(dir: &Path) -> Arc<FileProvider<TestCompiler>> {

@@ -18,6 +18,14 @@ use crate::snapshot::{Rejection, Snapshot, Store};
 pub trait Compiler: Send + Sync + 'static {
     type Webhook: Send + Sync + 'static;
     fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, String>;
+
+    /// The whole set of connections changed (a load, a reload, a watch event). Backends call it
+    /// before compiling the webhooks of the same change, so a compiler that resolves connections
+    /// (the receiver's: one shared client per connection) sees the set those webhooks name.
+    /// The default ignores connections.
+    fn sync_connections(&self, connections: &[(Arc<str>, Arc<crate::model::ConnectionConfig>)]) {
+        let _ = connections;
+    }
 }
 
 /// Connection state of a backend, as `/health` reports it.

@@ -1330,3 +1330,75 @@ fn tls_files_that_do_not_parse_are_named() {
     );
     tls(Some(&bundle), None).unwrap();
 }
+
+/// Rejects a webhook whose `connection` is not among the connections it was last handed, as
+/// the receiver's compiler does.
+#[derive(Default)]
+struct ConnCompiler {
+    known: Mutex<Vec<String>>,
+}
+
+impl Compiler for ConnCompiler {
+    type Webhook = WebhookConfig;
+    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+        match &config.connection {
+            Some(name) if !self.known.lock().unwrap().contains(name) => {
+                Err(format!("connection '{name}' is not defined"))
+            }
+            _ => Ok(config),
+        }
+    }
+    fn sync_connections(&self, connections: &[(Arc<str>, Arc<cwm_config::ConnectionConfig>)]) {
+        *self.known.lock().unwrap() = connections.iter().map(|(n, _)| n.to_string()).collect();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_compiled_against_the_connections_they_name() {
+    let etcd = Etcd::start();
+    let redis = r#"{"type":"redis-rq","host":"localhost","port":6379}"#;
+    let uses = |c: &str| format!(r#"{{"module":"redis_rq","connection":"{c}"}}"#);
+    // `aaa` lists before `global/connections/`: the connection is still known at compile time.
+    put(&etcd, "/cwm/global/connections/main", redis);
+    put(&etcd, "/cwm/aaa/webhooks/w1", &uses("main"));
+    let p = EtcdProvider::start(
+        settings(etcd.endpoint()),
+        Arc::new(ConnCompiler::default()),
+        Arc::new(test_env),
+    )
+    .unwrap();
+    p.wait_loaded(Duration::from_secs(15)).await.unwrap();
+    assert!(p.snapshot().webhook_exact("aaa", "w1").is_some());
+
+    // A webhook naming a connection that does not exist yet is rejected ...
+    put(&etcd, "/cwm/aaa/webhooks/w2", &uses("later"));
+    let rejected = || {
+        p.status()
+            .rejected
+            .iter()
+            .any(|r| r.key.ends_with("aaa/webhooks/w2"))
+    };
+    wait_until("w2 rejected", Duration::from_secs(5), rejected).await;
+    assert!(p.snapshot().webhook_exact("aaa", "w2").is_none());
+    // ... and served once the connection arrives, without being put again.
+    put(&etcd, "/cwm/global/connections/later", redis);
+    wait_until("w2 served", Duration::from_secs(10), || {
+        p.snapshot().webhook_exact("aaa", "w2").is_some()
+    })
+    .await;
+    assert!(!rejected());
+
+    // One transaction with the webhook key first: the connection is applied first.
+    let mut c = client(&etcd.endpoint()).await;
+    c.txn(Txn::new().and_then([
+        TxnOp::put("/cwm/aaa/webhooks/w3", uses("third"), None),
+        TxnOp::put("/cwm/global/connections/third", redis, None),
+    ]))
+    .await
+    .unwrap();
+    wait_until("w3 served", Duration::from_secs(5), || {
+        p.snapshot().webhook_exact("aaa", "w3").is_some()
+    })
+    .await;
+    p.shutdown().await;
+}

@@ -37,6 +37,15 @@ pub(crate) fn config_status(inner: &Inner, parts: &Parts) -> Response<Body> {
         return r;
     }
     let status = inner.provider.status();
+    let (pools, deprecated) = match &inner.modules {
+        Some(m) => (m.connections().status(), m.connections().retired_count()),
+        None => (Vec::new(), 0),
+    };
+    let active = pools.iter().filter(|p| p.kind.is_some()).count();
+    let details: serde_json::Map<String, Value> = pools
+        .into_iter()
+        .map(|p| (p.connection_name.clone(), json!(p)))
+        .collect();
     let watching = status
         .details
         .get("file_watching_enabled")
@@ -49,8 +58,8 @@ pub(crate) fn config_status(inner: &Inner, parts: &Parts) -> Response<Body> {
             "reload_in_progress": false,
             "webhooks_count": status.total_webhooks,
             "connections_count": status.connections_count,
-            "connection_pools": {"active": 0, "deprecated": 0},
-            "pool_details": {},
+            "connection_pools": {"active": active, "deprecated": deprecated},
+            "pool_details": details,
             "file_watching_enabled": watching,
             "provider": status,
         }),

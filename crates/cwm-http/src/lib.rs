@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cwm_config::{BackendState, ConfigProvider};
-use cwm_modules::CompiledWebhook;
+use cwm_modules::{CompiledWebhook, ModuleContext};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     connections: Arc<server::ConnCounters>,
     stats_limiter: stats::RateLimiter,
     root_limiter: stats::RateLimiter,
+    /// The sinks' shared context, for connection states (see [`Receiver::with_modules`]).
+    modules: Option<ModuleContext>,
 }
 
 impl Receiver {
@@ -88,8 +90,21 @@ impl Receiver {
             tasks: TaskTracker::new(),
             hooks: hooks::Hooks::new(),
             connections: Arc::default(),
+            modules: None,
         });
         Self { inner }
+    }
+
+    /// Show the connections of `modules` (the context the webhooks' sinks were built with) in
+    /// `/health`, `/admin/config-status` and `/metrics`, and measure chain steps in `/metrics`.
+    /// Call right after [`Receiver::new`], before the receiver is cloned; later calls do nothing.
+    #[must_use]
+    pub fn with_modules(mut self, modules: ModuleContext) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            modules.set_observer(inner.metrics.observer());
+            inner.modules = Some(modules);
+        }
+        self
     }
 
     pub fn settings(&self) -> &HttpSettings {
@@ -264,6 +279,18 @@ impl Receiver {
         } else {
             components.insert("config_backend".into(), provider.backend().into());
         }
+        // Connections do not decide the status: webhooks that do not use one keep working.
+        if let Some(modules) = &self.inner.modules {
+            let connections: serde_json::Map<String, serde_json::Value> = modules
+                .connections()
+                .status()
+                .into_iter()
+                .map(|c| (c.connection_name, serde_json::json!(c.state)))
+                .collect();
+            if !connections.is_empty() {
+                components.insert("connections".into(), connections.into());
+            }
+        }
         let body = serde_json::json!({
             "status": if loaded { "healthy" } else { "unhealthy" },
             "service": "webhook-service",
@@ -361,6 +388,7 @@ impl Receiver {
             self.queued(),
             &inner.hooks,
             &inner.connections,
+            inner.modules.as_ref(),
         );
         let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
         r.headers_mut().insert(

@@ -48,6 +48,17 @@ impl Metrics {
         }
     }
 
+    /// An observer recording into this registry's delivery histogram, for chain steps.
+    pub fn observer(&self) -> cwm_modules::context::Observer {
+        let family = self.sink_latency.clone();
+        std::sync::Arc::new(move |module, ok, took: Duration| {
+            let outcome = if ok { "ok" } else { "error" };
+            family
+                .get_or_create(&SinkLabels { module, outcome })
+                .observe(took.as_secs_f64());
+        })
+    }
+
     pub fn delivery(&self, module: &'static str, ok: bool, took: Duration) {
         let outcome = if ok { "ok" } else { "error" };
         self.sink_latency
@@ -64,6 +75,7 @@ impl Metrics {
         queued: usize,
         hooks: &Hooks,
         conns: &ConnCounters,
+        modules: Option<&cwm_modules::ModuleContext>,
     ) -> String {
         let mut out = String::with_capacity(4096);
         if encode(&mut out, &self.registry).is_err() {
@@ -157,6 +169,26 @@ impl Metrics {
             "Events accepted with ack=receive and not yet delivered",
             queued as i64,
         );
+        if let Some(modules) = modules {
+            out.push_str("# HELP cwm_connection_up 1 when the connection's last delivery succeeded (or none was tried), by connection.\n# TYPE cwm_connection_up gauge\n");
+            for c in modules.connections().status() {
+                let up = matches!(
+                    c.state,
+                    cwm_modules::connection::ConnectionState::Healthy
+                        | cwm_modules::connection::ConnectionState::Idle
+                );
+                let name: String = c
+                    .connection_name
+                    .chars()
+                    .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "cwm_connection_up{{connection=\"{name}\"}} {}",
+                    i64::from(up)
+                );
+            }
+        }
         out.push_str("# HELP cwm_config_resyncs Full configuration re-lists, by reason.\n# TYPE cwm_config_resyncs counter\n");
         for (reason, n) in &status.resyncs {
             let reason: String = reason

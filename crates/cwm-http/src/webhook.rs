@@ -8,13 +8,11 @@
 //! drains it so the client reads the answer.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use cwm_config::names::{is_valid_namespace, validate_webhook_id};
-use cwm_config::{Ack, BackendState, DataType, RetryPolicy};
-use cwm_modules::{
-    CompiledWebhook, Denial, Event, Payload, RequestHead, Sink, SinkError, Validators,
-};
+use cwm_config::{Ack, BackendState, DataType};
+use cwm_modules::{CompiledWebhook, Denial, Event, Payload, RequestHead, SinkError, Validators};
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
 
@@ -165,7 +163,7 @@ where
     match hook.config.ack {
         Ack::Delivery => {
             let deadline = tokio::time::Instant::now() + inner.settings.delivery_timeout;
-            match deliver(inner, &*hook.sink, &event, hook.retry.as_ref(), deadline).await {
+            match deliver(inner, &hook, &event, deadline).await {
                 Ok(()) => response::ok(),
                 Err(e) => {
                     tracing::warn!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "delivery failed; sender asked to retry");
@@ -205,7 +203,7 @@ fn enqueue(
     let state = state.clone();
     inner.tasks.spawn(async move {
         let deadline = tokio::time::Instant::now() + this.settings.delivery_timeout;
-        if let Err(e) = deliver(&this, &*hook.sink, &event, hook.retry.as_ref(), deadline).await {
+        if let Err(e) = deliver(&this, &hook, &event, deadline).await {
             tracing::error!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "queued event could not be delivered and is dropped");
         }
         state.dequeued();
@@ -214,41 +212,17 @@ fn enqueue(
     response::ok()
 }
 
-/// Deliver with the webhook's retry policy, inside `deadline`; only retryable errors are retried.
+/// Deliver with the webhook's retry policy, inside `deadline`; every attempt is measured.
 async fn deliver(
     inner: &Inner,
-    sink: &dyn Sink,
+    hook: &CompiledWebhook,
     event: &Event,
-    retry: Option<&RetryPolicy>,
     deadline: tokio::time::Instant,
 ) -> Result<(), SinkError> {
-    let attempts = retry.map_or(1, |r| r.max_attempts);
-    let mut attempt = 0;
-    loop {
-        let started = Instant::now();
-        let result = match tokio::time::timeout_at(deadline, sink.deliver(event)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Timeout),
-        };
-        inner
-            .metrics
-            .delivery(sink.module(), result.is_ok(), started.elapsed());
-        let err = match result {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        attempt += 1;
-        let Some(policy) = retry.filter(|_| err.retryable() && attempt < attempts) else {
-            return Err(err);
-        };
-        let delay = (policy.initial_delay * policy.backoff_multiplier.powi(attempt as i32 - 1))
-            .min(policy.max_delay);
-        let wake = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(delay);
-        if wake >= deadline {
-            return Err(err);
-        }
-        tokio::time::sleep_until(wake).await;
-    }
+    let observe = |module: &'static str, ok: bool, took: std::time::Duration| {
+        inner.metrics.delivery(module, ok, took);
+    };
+    cwm_modules::retry::deliver(&*hook.sink, event, hook.retry.as_ref(), deadline, &observe).await
 }
 
 /// The answer to a refused request: 401, 403, 429 with `Retry-After`, 400 or 503.

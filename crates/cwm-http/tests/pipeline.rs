@@ -9,10 +9,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cwm_config::{
     BackendState, ConfigError, ConfigProvider, ProviderStatus, ReloadReport, ReloadRequest,
-    Snapshot, Store, WebhookConfig,
+    Snapshot, Store,
 };
 use cwm_http::{HttpSettings, Receiver};
-use cwm_modules::{CompiledWebhook, Event, ModuleContext, Registry, Sink, SinkError};
+use cwm_modules::fake::{FakeBuilder, FakeSink, Outcome};
+use cwm_modules::{
+    BuildError, CompiledWebhook, Event, ModuleContext, Registry, Sink, SinkBuilder, SinkContext,
+    SinkError,
+};
 use http_body_util::Full;
 use tokio::sync::Semaphore;
 
@@ -70,18 +74,31 @@ impl Sink for Instant {
     }
 }
 
-fn gate(_: &WebhookConfig, _: &ModuleContext) -> Result<Arc<dyn Sink>, String> {
-    Ok(Arc::new(GateSink))
-}
+/// Registers one sink instance under a module name.
+struct Fixed(&'static str, Arc<dyn Sink>);
 
-fn instant(_: &WebhookConfig, _: &ModuleContext) -> Result<Arc<dyn Sink>, String> {
-    Ok(Arc::new(Instant))
+impl SinkBuilder for Fixed {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn build(&self, _: &SinkContext<'_>) -> Result<Arc<dyn Sink>, BuildError> {
+        Ok(self.1.clone())
+    }
 }
 
 fn receiver(hooks: &[(&str, &str)], settings: HttpSettings) -> Receiver {
+    receiver_with(hooks, settings, &FakeSink::new())
+}
+
+/// A receiver whose `fake` module delivers to `fake`.
+fn receiver_with(hooks: &[(&str, &str)], settings: HttpSettings, fake: &FakeSink) -> Receiver {
     let mut registry = Registry::new(ModuleContext::new());
-    registry.register("gate", gate);
-    registry.register("instant", instant);
+    registry.register(Fixed("gate", Arc::new(GateSink)));
+    registry.register(Fixed("instant", Arc::new(Instant)));
+    registry.register(FakeBuilder {
+        name: "fake",
+        sink: fake.clone(),
+    });
     let store = Store::new(Snapshot::empty("default", true));
     for (id, doc) in hooks {
         let hook = cwm_config::compile_webhook_json(&registry, &|_: &str| None, id, doc.as_bytes())
@@ -135,4 +152,106 @@ async fn one_slow_webhook_cannot_take_the_receive_queue_of_the_others() {
     assert_eq!(rx.queued(), 0);
     assert_eq!(post(&rx, "/webhook/slow").await, 200);
     GATE.add_permits(1);
+}
+
+async fn post_full(rx: &Receiver, path: &str) -> http::Response<cwm_http::Body> {
+    let req = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+        .unwrap();
+    rx.handle(req).await
+}
+
+fn settings(delivery_timeout_secs: u64) -> HttpSettings {
+    HttpSettings {
+        delivery_timeout: std::time::Duration::from_secs(delivery_timeout_secs),
+        ..HttpSettings::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_sink_answers_503_with_retry_after() {
+    let fake = FakeSink::new();
+    let rx = receiver_with(&[("h", r#"{"module":"fake"}"#)], settings(10), &fake);
+    fake.push([Outcome::Fail(SinkError::Unavailable("down".into()))]);
+    let r = post_full(&rx, "/webhook/h").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(fake.attempts(), 1, "no retry without a retry policy");
+    // The next one goes through.
+    assert_eq!(post_full(&rx, "/webhook/h").await.status(), 200);
+    assert_eq!(fake.delivered().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_errors_are_retried_inside_the_delivery_timeout() {
+    let fake = FakeSink::new();
+    let hook = r#"{"module":"fake","retry":{"enabled":true,"max_attempts":5,"initial_delay":1,"max_delay":4}}"#;
+    let rx = receiver_with(&[("h", hook)], settings(10), &fake);
+    fake.push([
+        Outcome::Fail(SinkError::Timeout),
+        Outcome::Fail(SinkError::Unavailable("down".into())),
+    ]);
+    let started = tokio::time::Instant::now();
+    assert_eq!(post_full(&rx, "/webhook/h").await.status(), 200);
+    assert_eq!(fake.attempts(), 3);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A rejected event is not retried: 503 after one attempt.
+    fake.push([Outcome::Fail(SinkError::Rejected("bad".into()))]);
+    assert_eq!(post_full(&rx, "/webhook/h").await.status(), 503);
+    assert_eq!(fake.attempts(), 4);
+
+    // Failures past the delivery timeout: 503 once the deadline comes, not after every attempt.
+    fake.push(vec![Outcome::Fail(SinkError::Timeout); 5]);
+    let started = tokio::time::Instant::now();
+    let r = post_full(&rx, "/webhook/h").await;
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() <= std::time::Duration::from_secs(10));
+    assert!(fake.attempts() < 4 + 5 + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delivery_deadline_answers_503() {
+    let fake = FakeSink::new();
+    let rx = receiver_with(&[("h", r#"{"module":"fake"}"#)], settings(3), &fake);
+    fake.push([Outcome::Hang]);
+    let started = tokio::time::Instant::now();
+    let r = post_full(&rx, "/webhook/h").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(3));
+    assert!(fake.delivered().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_receive_queue_answers_503() {
+    let fake = FakeSink::new();
+    let rx = receiver_with(
+        &[("h", r#"{"module":"fake","ack":"receive"}"#)],
+        HttpSettings {
+            receive_queue_capacity: 2,
+            receive_queue_per_webhook: 2,
+            ..settings(30)
+        },
+        &fake,
+    );
+    fake.push([Outcome::Hang, Outcome::Hang]);
+    assert_eq!(post_full(&rx, "/webhook/h").await.status(), 200);
+    assert_eq!(post_full(&rx, "/webhook/h").await.status(), 200);
+    let r = post_full(&rx, "/webhook/h").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_answers_200_only_when_every_step_took_the_event() {
+    let fake = FakeSink::new();
+    let hook = r#"{"chain":["fake","instant",{"module":"fake","retry":{"enabled":true,"initial_delay":0.5}}]}"#;
+    let rx = receiver_with(&[("c", hook)], settings(10), &fake);
+    assert_eq!(post_full(&rx, "/webhook/c").await.status(), 200);
+    assert_eq!(fake.delivered().len(), 2);
+    // The first step fails (no retry there): the chain's answer is 503.
+    fake.push([Outcome::Fail(SinkError::Unavailable("down".into()))]);
+    assert_eq!(post_full(&rx, "/webhook/c").await.status(), 503);
 }

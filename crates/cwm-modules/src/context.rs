@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::connection::Connections;
 use crate::http::HttpClient;
 use crate::log::LogWriter;
 
@@ -20,11 +21,26 @@ pub struct ModuleContext {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
     log: OnceLock<Result<LogWriter, String>>,
     http: OnceLock<Result<HttpClient, String>>,
+    connections: Connections,
+    observer: OnceLock<Observer>,
 }
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            log: OnceLock::new(),
+            http: OnceLock::new(),
+            connections: Connections::new(crate::sinks::clients()),
+            observer: OnceLock::new(),
+        }
+    }
+}
+
+/// Sees every delivery attempt of every sink (chain steps included): module, success, time taken.
+pub type Observer = Arc<dyn Fn(&'static str, bool, Duration) + Send + Sync>;
 
 impl ModuleContext {
     /// Default of [`with_log_queue_max_bytes`](Self::with_log_queue_max_bytes): 64 MiB.
@@ -47,15 +63,38 @@ impl ModuleContext {
         self
     }
 
-    /// Flush what sinks buffer in the process (queued `log` lines), waiting at most `timeout`.
+    /// Flush what sinks buffer in the process (connection clients, queued `log` lines), waiting
+    /// at most `timeout`.
     /// Returns true once everything is written, false when the time ran out first (stdout is
     /// blocked: the lines still queued are given up). Call once at exit, after the last
     /// delivery; sinks stay usable afterwards.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.shared.connections.close_all(timeout).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self.shared.log.get() {
-            Some(Ok(writer)) => writer.flush(timeout).await,
+            Some(Ok(writer)) => writer.flush(left).await,
             _ => true,
         }
+    }
+
+    /// The connection registry: one client per configured connection.
+    pub fn connections(&self) -> &Connections {
+        &self.shared.connections
+    }
+
+    /// Report every delivery attempt to `observer` (metrics). Only the first call takes effect.
+    pub fn set_observer(&self, observer: Observer) {
+        let _ = self.shared.observer.set(observer);
+    }
+
+    /// The delivery observer (one that ignores everything when none was set).
+    pub(crate) fn observer(&self) -> Observer {
+        self.shared
+            .observer
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(|_, _, _| {}))
     }
 
     /// The stdout writer thread, started on first use.

@@ -9,21 +9,28 @@
 //! head and body, never a connection.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod cleanup;
+pub mod connection;
 pub mod context;
 pub mod disk;
+pub mod fake;
 pub mod http;
 pub mod log;
 mod opts;
 pub mod payload;
 pub mod registry;
+pub mod retry;
 pub mod sink;
+pub mod sinks;
 pub mod validators;
 mod words;
 
 pub use cleanup::CredentialCleanup;
+pub use connection::{Connection, Connections};
 pub use context::ModuleContext;
 pub use payload::JsonPayload;
-pub use registry::{CompiledWebhook, Registry, SinkFactory};
-pub use sink::{Event, Payload, Sink, SinkError};
+pub use registry::{CompiledWebhook, Registry};
+pub use retry::Retry;
+pub use sink::{BuildError, Event, Payload, Sink, SinkBuilder, SinkContext, SinkError};
 pub use validators::{Denial, RequestHead, Validator, Validators};

@@ -1,20 +1,18 @@
-//! Module name to sink constructor, and the [`Compiler`] that turns a webhook config into a
+//! Module name to [`SinkBuilder`], and the [`Compiler`] that turns a webhook config into a
 //! ready-to-serve [`CompiledWebhook`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cwm_config::names::is_valid_module_name;
-use cwm_config::{Ack, Compiler, DataType, RetryPolicy, WebhookConfig};
+use cwm_config::{Ack, Compiler, ConnectionConfig, DataType, WebhookConfig};
 
+use crate::chain::Chain;
 use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
-use crate::sink::Sink;
+use crate::retry::Retry;
+use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
 use crate::validators::{BuildContext, Validators};
-
-/// Builds a sink from a webhook config. An `Err` rejects that webhook at load time.
-pub type SinkFactory =
-    fn(config: &WebhookConfig, ctx: &ModuleContext) -> Result<Arc<dyn Sink>, String>;
 
 /// A webhook ready to serve: what the request path reads of its config and its sink, built once
 /// per config version.
@@ -23,7 +21,7 @@ pub struct CompiledWebhook {
     /// The checks a request must pass, built once.
     pub validators: Validators,
     pub sink: Arc<dyn Sink>,
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<Retry>,
     /// What sinks must not see (credential_cleanup).
     pub cleanup: CredentialCleanup,
 }
@@ -38,8 +36,8 @@ pub struct RequestConfig {
     pub ack: Ack,
 }
 
-impl From<WebhookConfig> for RequestConfig {
-    fn from(config: WebhookConfig) -> Self {
+impl From<&WebhookConfig> for RequestConfig {
+    fn from(config: &WebhookConfig) -> Self {
         Self {
             data_type: config.data_type,
             ack: config.ack,
@@ -55,9 +53,23 @@ impl std::fmt::Debug for CompiledWebhook {
     }
 }
 
+impl Drop for CompiledWebhook {
+    /// A superseded webhook is dropped once its last request has finished with it: shut its sink
+    /// down then (buffering sinks flush; most sinks have nothing to do and skip the task).
+    fn drop(&mut self) {
+        if !self.sink.needs_shutdown() || Arc::strong_count(&self.sink) > 1 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sink = self.sink.clone();
+            runtime.spawn(async move { sink.shutdown().await });
+        }
+    }
+}
+
 /// The known modules. A webhook naming a module that is not registered is rejected at load.
 pub struct Registry {
-    factories: BTreeMap<&'static str, SinkFactory>,
+    builders: BTreeMap<&'static str, Arc<dyn SinkBuilder>>,
     ctx: ModuleContext,
 }
 
@@ -65,47 +77,97 @@ impl Registry {
     /// An empty registry.
     pub fn new(ctx: ModuleContext) -> Self {
         Self {
-            factories: BTreeMap::new(),
+            builders: BTreeMap::new(),
             ctx,
         }
     }
 
-    /// A registry with every sink this crate ships.
+    /// A registry with every sink this build ships (see [`crate::sinks`]).
     pub fn with_builtin_sinks(ctx: ModuleContext) -> Self {
         let mut r = Self::new(ctx);
-        r.register("log", crate::log::factory);
-        r.register("save_to_disk", crate::disk::factory);
-        r.register("http_webhook", crate::http::factory);
+        for builder in crate::sinks::builtin() {
+            r.builders.insert(builder.name(), builder);
+        }
         r
     }
 
-    /// Add (or replace) a module.
-    pub fn register(&mut self, name: &'static str, factory: SinkFactory) {
-        self.factories.insert(name, factory);
+    /// Add (or replace) a module under its builder's name.
+    pub fn register(&mut self, builder: impl SinkBuilder) {
+        self.builders.insert(builder.name(), Arc::new(builder));
     }
 
     /// Registered module names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.factories.keys().copied()
+        self.builders.keys().copied()
+    }
+
+    /// Whether `module` names a registered sink.
+    pub fn contains(&self, module: &str) -> bool {
+        is_valid_module_name(module) && self.builders.contains_key(module)
     }
 
     pub fn context(&self) -> &ModuleContext {
         &self.ctx
     }
 
-    /// Build the sink for `module`.
-    pub fn build(&self, config: &WebhookConfig) -> Result<Arc<dyn Sink>, String> {
+    /// Build the sink `config` names (`module`, `connection`, `module-config`).
+    pub fn build(&self, id: &str, config: &WebhookConfig) -> Result<Arc<dyn Sink>, BuildError> {
         let module = config
             .module
             .as_deref()
             .map(str::trim)
             .filter(|m| !m.is_empty())
-            .ok_or_else(|| "'module' is required".to_owned())?;
-        let factory = is_valid_module_name(module)
-            .then(|| self.factories.get(module))
+            .ok_or_else(|| BuildError::Invalid("'module' is required".into()))?;
+        let builder = is_valid_module_name(module)
+            .then(|| self.builders.get(module))
             .flatten()
-            .ok_or_else(|| format!("unknown module '{module}'"))?;
-        factory(config, &self.ctx)
+            .ok_or_else(|| BuildError::Invalid(format!("unknown module '{module}'")))?;
+        let connection = match config.connection.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() && !builder.connection_types().is_empty() => {
+                let slot = self.ctx.connections().get(name);
+                check_connection_type(
+                    module,
+                    name,
+                    slot.config().as_deref(),
+                    builder.connection_types(),
+                )?;
+                Some(slot)
+            }
+            _ => None,
+        };
+        builder.build(&SinkContext {
+            webhook_id: id,
+            config,
+            connection: connection.as_deref(),
+            modules: &self.ctx,
+        })
+    }
+}
+
+/// A connection a module uses must exist and be of a type the module can use.
+fn check_connection_type(
+    module: &str,
+    name: &str,
+    config: Option<&ConnectionConfig>,
+    types: &[&str],
+) -> Result<(), BuildError> {
+    let Some(config) = config else {
+        return Err(BuildError::Connection(format!(
+            "connection '{name}' is not defined"
+        )));
+    };
+    if types.contains(&config.kind.as_str()) {
+        Ok(())
+    } else {
+        Err(BuildError::Connection(format!(
+            "connection '{name}' has type '{}'; module '{module}' needs {}",
+            config.kind,
+            types
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )))
     }
 }
 
@@ -113,9 +175,6 @@ impl Compiler for Registry {
     type Webhook = CompiledWebhook;
 
     fn compile(&self, id: &str, config: WebhookConfig) -> Result<CompiledWebhook, String> {
-        if config.chain().is_some() {
-            return Err("'chain' is not supported by this version of cwm".into());
-        }
         let cleanup = CredentialCleanup::from_config(&config)?;
         let validators = Validators::build(&BuildContext {
             webhook_id: id,
@@ -123,15 +182,31 @@ impl Compiler for Registry {
             modules: &self.ctx,
         })
         .map_err(|e| e.to_string())?;
-        let sink = self.build(&config)?;
-        let retry = config.retry_policy();
+        let sink: Arc<dyn Sink> = match config.chain() {
+            Some(chain) => Arc::new(
+                Chain::build(self, id, &config, chain)
+                    .map_err(|e| format!("Invalid chain configuration: {e}"))?,
+            ),
+            None => self.build(id, &config).map_err(|e| e.to_string())?,
+        };
         Ok(CompiledWebhook {
-            config: config.into(),
+            config: RequestConfig::from(&config),
             validators,
             sink,
-            retry,
+            // A chain retries per step; the webhook's own `retry` is not applied to it (upstream).
+            retry: config
+                .chain()
+                .is_none()
+                .then(|| Retry::from_config(&config))
+                .flatten(),
             cleanup,
         })
+    }
+
+    fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
+        self.ctx
+            .connections()
+            .sync(connections.iter().map(|(n, c)| (&**n, c)), &self.ctx);
     }
 }
 
@@ -160,7 +235,7 @@ mod tests {
             }
         );
         assert_eq!(hook.sink.module(), "log");
-        assert_eq!(hook.retry.map(|r| r.max_attempts), Some(3));
+        assert_eq!(hook.retry.as_ref().map(|r| r.policy.max_attempts), Some(3));
         assert!(hook.cleanup.enabled());
         let plain = compile(r#"{"module":"log"}"#).unwrap();
         assert_eq!(
@@ -171,7 +246,10 @@ mod tests {
         for (doc, why) in [
             (r#"{"module":"nope"}"#, "unknown module"),
             (r#"{"data_type":"json"}"#, "'module' is required"),
-            (r#"{"module":"log","chain":[]}"#, "'chain'"),
+            (
+                r#"{"module":"log","chain":[]}"#,
+                "Invalid chain configuration: Chain must contain at least 1 module",
+            ),
             (
                 r#"{"module":"log","credential_cleanup":1}"#,
                 "credential_cleanup",

@@ -1,0 +1,61 @@
+//! The sinks this crate ships, and the one list that registers them.
+//!
+//! Adding a sink: a folder here (`mod.rs` with the builder, `config.rs` with its typed
+//! `module-config`, `sink.rs`, `tests.rs`), one line in [`builtin`], and, when it talks to a
+//! configured connection, one line in [`clients`] for the connection type's client.
+
+use std::sync::Arc;
+
+use crate::connection::ClientFactory;
+use crate::context::ModuleContext;
+use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
+
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod redis;
+pub mod redis_publish;
+pub mod redis_rq;
+
+/// Every sink of this build, by module name.
+pub(crate) fn builtin() -> Vec<Arc<dyn SinkBuilder>> {
+    vec![
+        Arc::new(Legacy("log", crate::log::factory)),
+        Arc::new(Legacy("save_to_disk", crate::disk::factory)),
+        Arc::new(Legacy("http_webhook", crate::http::factory)),
+        #[cfg(feature = "kafka")]
+        Arc::new(kafka::KafkaBuilder),
+        Arc::new(redis_rq::RedisRqBuilder),
+        Arc::new(redis_publish::RedisPublishBuilder),
+        #[cfg(feature = "clickhouse")]
+        Arc::new(clickhouse::ClickHouseBuilder),
+    ]
+}
+
+/// The client of each connection type, by `type`.
+pub(crate) fn clients() -> Vec<(&'static str, ClientFactory)> {
+    vec![
+        #[cfg(feature = "kafka")]
+        ("kafka", kafka::client as ClientFactory),
+        ("redis-rq", redis::client as ClientFactory),
+        ("redis", redis::client as ClientFactory),
+        ("redis-publish", redis::client as ClientFactory),
+        #[cfg(feature = "clickhouse")]
+        ("clickhouse", clickhouse::client as ClientFactory),
+    ]
+}
+
+/// The sinks that take no connection and read their `module-config` with their own readers.
+type Factory = fn(&cwm_config::WebhookConfig, &ModuleContext) -> Result<Arc<dyn Sink>, String>;
+struct Legacy(&'static str, Factory);
+
+impl SinkBuilder for Legacy {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, BuildError> {
+        (self.1)(cx.config, cx.modules).map_err(BuildError::Invalid)
+    }
+}
