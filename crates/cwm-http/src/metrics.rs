@@ -172,6 +172,9 @@ impl Metrics {
         if let Some(modules) = modules {
             out.push_str("# HELP cwm_connection_up 1 when the connection's last delivery succeeded (or none was tried), by connection.\n# TYPE cwm_connection_up gauge\n");
             for c in modules.connections().status() {
+                if c.state == cwm_modules::connection::ConnectionState::Unsupported {
+                    continue;
+                }
                 let up = matches!(
                     c.state,
                     cwm_modules::connection::ConnectionState::Healthy

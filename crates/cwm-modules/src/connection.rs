@@ -51,8 +51,11 @@ pub enum ConnectionState {
     Healthy,
     /// The last delivery failed because the destination was unreachable or slow.
     Unavailable,
-    /// The config names a type without a client here, or its client could not be built.
+    /// Its client could not be built from its config.
     Failed,
+    /// No module of this build uses its type (a `rabbitmq` or `postgresql` connection kept for
+    /// a shared `connections.json`).
+    Unsupported,
     /// Webhooks name it, but no connection of that name is configured.
     Missing,
 }
@@ -283,7 +286,9 @@ impl Connections {
                 Some(factory) => factory(name, config, modules),
                 None => Err(format!("no client for connection type '{}'", config.kind)),
             };
-            if let Err(e) = &client {
+            if let Err(e) = &client
+                && self.inner.factories.contains_key(config.kind.as_str())
+            {
                 tracing::warn!(connection = name, error = %e, "connection client not built");
             }
             let number = slot.versions.fetch_add(1, Ordering::Relaxed) + 1;
@@ -419,7 +424,9 @@ impl Connections {
                         last_error: None,
                     },
                     Some(v) => {
+                        let supported = self.inner.factories.contains_key(v.config.kind.as_str());
                         let (state, last_error) = match &v.client {
+                            Err(_) if !supported => (ConnectionState::Unsupported, None),
                             Err(e) => (ConnectionState::Failed, Some(e.clone())),
                             Ok(_) => {
                                 let state = match v.state.load(Ordering::Relaxed) {
@@ -536,13 +543,13 @@ mod tests {
         Connection::report(&second, &Ok(()));
         assert_eq!(registry.status()[0].state, ConnectionState::Healthy);
 
-        // Removed: deliveries fail retryably; a type without a client is reported as failed.
+        // Removed: deliveries fail retryably; a type without a client is reported as such.
         registry.sync(std::iter::empty(), &ctx);
         assert!(slot.client::<Probe>().is_err());
         let other: Arc<ConnectionConfig> =
             Arc::new(serde_json::from_value(json!({"type":"mqtt"})).unwrap());
         registry.sync([("q", &other)], &ctx);
-        assert_eq!(registry.status()[0].state, ConnectionState::Failed);
+        assert_eq!(registry.status()[0].state, ConnectionState::Unsupported);
         drop(second);
         registry.close_all(Duration::from_secs(1)).await;
         assert_eq!(CLOSED.load(Ordering::SeqCst), 2);
