@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::connection::Connections;
 use crate::http::HttpClient;
-use crate::log::LogWriter;
+use crate::sinks::log::LogWriter;
 
 /// Shared resources handed to sink factories.
 ///
@@ -44,7 +44,7 @@ pub type Observer = Arc<dyn Fn(&'static str, bool, Duration) + Send + Sync>;
 
 impl ModuleContext {
     /// Default of [`with_log_queue_max_bytes`](Self::with_log_queue_max_bytes): 64 MiB.
-    pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = crate::log::DEFAULT_QUEUE_BYTES;
+    pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = crate::sinks::log::DEFAULT_QUEUE_BYTES;
 
     pub fn new() -> Self {
         Self {

@@ -13,16 +13,15 @@ pub mod chain;
 pub mod cleanup;
 pub mod connection;
 pub mod context;
-pub mod disk;
 pub mod fake;
 pub mod http;
-pub mod log;
 mod opts;
 pub mod payload;
 pub mod registry;
 pub mod retry;
 pub mod sink;
 pub mod sinks;
+pub use sinks::log;
 pub mod validators;
 mod words;
 

@@ -14,15 +14,17 @@ use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
 pub mod clickhouse;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod log;
 pub mod redis;
 pub mod redis_publish;
 pub mod redis_rq;
+pub mod save_to_disk;
 
 /// Every sink of this build, by module name.
 pub(crate) fn builtin() -> Vec<Arc<dyn SinkBuilder>> {
     vec![
-        Arc::new(Legacy("log", crate::log::factory)),
-        Arc::new(Legacy("save_to_disk", crate::disk::factory)),
+        Arc::new(Legacy("log", log::factory)),
+        Arc::new(Legacy("save_to_disk", save_to_disk::factory)),
         Arc::new(Legacy("http_webhook", crate::http::factory)),
         #[cfg(feature = "kafka")]
         Arc::new(kafka::KafkaBuilder),
