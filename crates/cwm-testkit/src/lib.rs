@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod clickhouse;
+pub use clickhouse::ClickHouse;
 mod tls;
 pub use tls::{TlsEtcd, make_certs, openssl};
+mod redis;
+pub use redis::Redis;
 
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub fn free_port() -> u16 {
