@@ -6,3 +6,4 @@ bash http.sh
 bash edge.sh
 bash auth.sh
 bash etcd.sh
+bash redis.sh
