@@ -7,3 +7,4 @@ bash edge.sh
 bash auth.sh
 bash etcd.sh
 bash redis.sh
+bash kafka.sh
