@@ -13,7 +13,7 @@ CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config auth_headers
 
-.PHONY: run test bench build lint fmt scenario fuzz deps-build deps-test deps-bench clean
+.PHONY: run test bench build lint fmt scenario fuzz deny audit deps-build deps-test deps-bench deps-deny clean
 
 # Install Debian packages whose command is missing: $(call need,<command>,<package>)
 define need
@@ -56,11 +56,23 @@ lint: deps-build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
+# Licences, banned crates and sources (offline). `make audit` adds the advisory database, which
+# needs the network.
+deps-deny:
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+
+deny: deps-deny
+	$(CARGO) deny --locked check licenses bans sources
+
+audit: deps-deny
+	$(CARGO) deny --locked check advisories
+
 # Unit tests, component tests against real servers, black-box tests of the built binaries,
-# then the lint gate and the etcd scenario script.
+# then the lint gate, the licence and source check (cargo-deny) and the etcd scenario script.
 test: deps-test build
 	$(CARGO) test --locked --workspace
 	$(MAKE) lint
+	$(MAKE) deny
 	$(MAKE) scenario
 
 scenario: deps-test build
