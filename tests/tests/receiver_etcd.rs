@@ -101,7 +101,7 @@ fn namespaces_route_and_isolate() {
     assert_eq!(h.status, 200);
     assert_eq!(
         h.json()["components"],
-        json!({"config_manager":"healthy","etcd":"healthy"})
+        json!({"config_manager":"healthy","etcd":"healthy","connections":{"redis_main":"idle"}})
     );
     let s = status(&rx);
     let p = &s["provider"];
