@@ -262,31 +262,30 @@ async fn run(args: Args) -> ExitCode {
     let registry = Arc::new(Registry::with_builtin_sinks(modules.clone()));
     let provider: Provider = match args.config_backend {
         Backend::File => {
-            let file = Arc::new(FileProvider::new(
+            // Started the same way as the etcd provider below; this one returns once both files
+            // are loaded (and watched, when enabled).
+            let watch = args
+                .config_file_watching_enabled
+                .then(|| Duration::from_secs_f64(args.config_reload_debounce_seconds));
+            let started = FileProvider::start(
                 &args.webhooks_config_file,
                 &args.connections_config_file,
                 registry.clone(),
                 Arc::new(ProcessEnv),
-            ));
-            match file.load().await {
-                Ok(report) => tracing::info!(
-                    webhooks = report.webhooks.map_or(0, |d| d.total),
-                    connections = report.connections.map_or(0, |d| d.total),
-                    "configuration loaded from files"
-                ),
+                watch,
+            )
+            .await;
+            match started {
+                Ok(file) => file,
+                Err(e @ cwm_config::ConfigError::Watch(_)) => {
+                    eprintln!("cwm-receiver: cannot watch the configuration files: {e}");
+                    return ExitCode::from(EXIT_BAD_SETTING);
+                }
                 Err(e) => {
                     eprintln!("cwm-receiver: {e}");
                     return ExitCode::from(EXIT_BAD_SETTING);
                 }
             }
-            if args.config_file_watching_enabled {
-                let debounce = Duration::from_secs_f64(args.config_reload_debounce_seconds);
-                if let Err(e) = file.watch(debounce) {
-                    eprintln!("cwm-receiver: cannot watch the configuration files: {e}");
-                    return ExitCode::from(EXIT_BAD_SETTING);
-                }
-            }
-            file
         }
         Backend::Etcd => {
             // Returns at once: until the first full load, /health and webhooks answer 503.

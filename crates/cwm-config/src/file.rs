@@ -65,6 +65,36 @@ enum Kind {
 }
 
 impl<C: Compiler> FileProvider<C> {
+    /// Load both files, mark the provider loaded and, when `watch` is `Some(debounce)`, reload
+    /// when they change ([`FileProvider::watch`]). An unreadable or malformed file, or a watcher
+    /// that cannot start, is an error (the receiver refuses to start). Must run inside a Tokio
+    /// runtime when watching.
+    ///
+    /// Both providers start the same way: source, compiler, env, an `Arc` back, loaded and kept
+    /// current by the provider itself (see [`crate::etcd::EtcdProvider::start`], which returns
+    /// before its first load instead). [`FileProvider::new`], [`FileProvider::load`] and
+    /// [`FileProvider::watch`] remain for callers that need the steps apart.
+    pub async fn start(
+        webhooks_path: impl Into<PathBuf>,
+        connections_path: impl Into<PathBuf>,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+        watch: Option<Duration>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let provider = Arc::new(Self::new(webhooks_path, connections_path, compiler, env));
+        let report = provider.load().await?;
+        tracing::info!(
+            webhooks = report.webhooks.map_or(0, |d| d.total),
+            connections = report.connections.map_or(0, |d| d.total),
+            "configuration loaded from files"
+        );
+        if let Some(debounce) = watch {
+            provider.watch(debounce)?;
+        }
+        Ok(provider)
+    }
+
+    /// A provider that has loaded nothing yet; see [`FileProvider::start`].
     pub fn new(
         webhooks_path: impl Into<PathBuf>,
         connections_path: impl Into<PathBuf>,
@@ -781,6 +811,41 @@ mod tests {
         wait_for(|| p.snapshot().connection("k").is_some()).await;
         p.shutdown().await;
         assert!(!p.is_watching());
+    }
+
+    #[tokio::test]
+    async fn start_loads_marks_loaded_and_watches_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks.json", &json!({"a":{"module":"log"}}));
+        let start = |watch| {
+            FileProvider::start(
+                dir.path().join("webhooks.json"),
+                dir.path().join("connections.json"),
+                Arc::new(TestCompiler),
+                Arc::new(env),
+                watch,
+            )
+        };
+        let still = start(None).await.unwrap();
+        assert!(!still.is_watching());
+        assert_eq!(still.state(), BackendState::Healthy);
+        assert!(still.snapshot().webhook(None, "a").is_some());
+
+        let p = start(Some(Duration::from_millis(50))).await.unwrap();
+        assert!(p.is_watching());
+        write(
+            dir.path(),
+            "webhooks.json",
+            &json!({"a":{"module":"log"},"b":{"module":"log"}}),
+        );
+        wait_for(|| p.snapshot().webhook(None, "b").is_some()).await;
+        p.shutdown().await;
+
+        std::fs::write(dir.path().join("webhooks.json"), "{nope").unwrap();
+        assert!(
+            start(None).await.is_err(),
+            "an invalid file stops the start"
+        );
     }
 
     async fn wait_for(f: impl Fn() -> bool) {
