@@ -23,8 +23,8 @@ pub use error::ConfigError;
 pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{
-    BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
-    Resync, compile_webhook, compile_webhook_json, parse_connection,
+    BackendState, Compiler, ConfigProvider, Diff, PassThrough, ProviderStatus, ReloadReport,
+    ReloadRequest, Resync, compile_webhook, compile_webhook_json, parse_connection,
 };
 pub use snapshot::{CATCH_ALL_ID, Found, Rejection, Snapshot, Store};
 pub use subst::{Env, ProcessEnv};

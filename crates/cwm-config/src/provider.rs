@@ -135,6 +135,32 @@ pub trait ConfigProvider<W: Send + Sync + 'static>: Send + Sync {
     async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError>;
     /// Stop background work. Safe to call twice.
     async fn shutdown(&self);
+
+    /// A receiver told whenever the provider publishes a new snapshot (a load, a reload, a watch
+    /// event); its value counts the snapshots published. Read [`ConfigProvider::snapshot`] after
+    /// `changed()` returns: it is that snapshot or a later one (changes in quick succession may
+    /// wake a receiver once).
+    ///
+    /// The default reaches the [`Store`] the current snapshot came from ([`Store::subscribe`]), so
+    /// every provider that publishes through a store gets it without code of its own. For a
+    /// snapshot no store published the receiver's sender is gone, and `changed()` fails at once.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.snapshot().subscribe()
+    }
+}
+
+/// A [`Compiler`] that serves the validated [`WebhookConfig`] unchanged: for a program that reads
+/// the webhook configs (through [`crate::file::FileProvider`] or [`crate::etcd::EtcdProvider`])
+/// without building sinks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassThrough;
+
+impl Compiler for PassThrough {
+    type Webhook = WebhookConfig;
+
+    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+        Ok(config)
+    }
 }
 
 /// Validate and compile one webhook entry exactly as every backend does: the id rules, object
@@ -185,4 +211,20 @@ pub fn parse_connection(
         return Err("empty connection name".into());
     }
     crate::model::ConnectionConfig::from_value(value, env).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_serves_the_validated_config() {
+        let env = |_: &str| Some("secret".to_owned());
+        let doc = serde_json::json!({"module": "log", "authorization": "{$TOKEN}", "x": 1});
+        let config = compile_webhook(&PassThrough, &env, "hook", doc).unwrap();
+        assert_eq!(config.module.as_deref(), Some("log"));
+        assert_eq!(config.authorization.as_deref(), Some("secret"));
+        assert_eq!(config.extra.get("x"), Some(&serde_json::json!(1)));
+        assert!(compile_webhook(&PassThrough, &env, " bad", serde_json::json!({})).is_err());
+    }
 }

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Guard};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::model::ConnectionConfig;
 
@@ -165,6 +166,10 @@ pub struct Snapshot<W> {
     namespaces: imbl::HashMap<Arc<str>, Ids<W>>,
     connections: imbl::HashMap<Arc<str>, Arc<ConnectionConfig>>,
     revision: i64,
+    /// The change channel of the [`Store`] that published this snapshot, so that
+    /// [`ConfigProvider::subscribe`](crate::ConfigProvider::subscribe) reaches it through any
+    /// provider's snapshot. `None` until a store publishes it.
+    changes: Option<Arc<watch::Sender<u64>>>,
 }
 
 impl<W> Clone for Snapshot<W> {
@@ -175,6 +180,7 @@ impl<W> Clone for Snapshot<W> {
             namespaces: self.namespaces.clone(),
             connections: self.connections.clone(),
             revision: self.revision,
+            changes: self.changes.clone(),
         }
     }
 }
@@ -188,6 +194,17 @@ impl<W> Snapshot<W> {
             namespaces: imbl::HashMap::new(),
             connections: imbl::HashMap::new(),
             revision: 0,
+            changes: None,
+        }
+    }
+
+    /// A receiver of the changes of the store that published this snapshot (see
+    /// [`Store::subscribe`]). A snapshot no store published gives a receiver whose sender is
+    /// gone: its `changed()` fails at once.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        match &self.changes {
+            Some(changes) => changes.subscribe(),
+            None => watch::channel(0).1,
         }
     }
 
@@ -405,15 +422,32 @@ pub struct Store<W> {
     current: ArcSwap<Snapshot<W>>,
     loaded: AtomicBool,
     rejected: Mutex<BTreeMap<String, Rejection>>,
+    /// Counts the snapshots published since the store was created; see [`Store::subscribe`].
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl<W> Store<W> {
-    pub fn new(initial: Snapshot<W>) -> Self {
+    pub fn new(mut initial: Snapshot<W>) -> Self {
+        let changes = Arc::new(watch::Sender::new(0));
+        initial.changes = Some(changes.clone());
         Self {
             current: ArcSwap::from_pointee(initial),
             loaded: AtomicBool::new(false),
             rejected: Mutex::new(BTreeMap::new()),
+            changes,
         }
+    }
+
+    /// A receiver told of every snapshot this store publishes ([`Store::update`] and
+    /// [`Store::replace`]): its value counts them. The snapshot is published before the count
+    /// moves, so after `changed()` returns, [`Store::load`] gives that snapshot or a later one.
+    /// Changes in quick succession may wake a receiver once.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The current snapshot. Lock-free and allocation-free.
@@ -431,14 +465,17 @@ impl<W> Store<W> {
         let mut next = Snapshot::clone(&self.current.load());
         let r = f(&mut next);
         self.current.store(Arc::new(next));
+        self.announce();
         r
     }
 
     /// Publish a complete snapshot (initial load, resync) and mark the store loaded. Returns the
     /// snapshot it replaced, so that a large one can be dropped off the async runtime.
-    pub fn replace(&self, next: Snapshot<W>) -> Arc<Snapshot<W>> {
+    pub fn replace(&self, mut next: Snapshot<W>) -> Arc<Snapshot<W>> {
+        next.changes = Some(self.changes.clone());
         let previous = self.current.swap(Arc::new(next));
         self.loaded.store(true, Ordering::Release);
+        self.announce();
         previous
     }
 
@@ -626,6 +663,34 @@ mod tests {
         assert_eq!(s.webhook_count(), 15);
         assert_eq!(s.webhook_exact("big", "h0").map(|w| **w), Some(15));
         assert_eq!(s.webhook_exact("big", "h14").map(|w| **w), Some(14));
+    }
+
+    #[test]
+    fn subscribers_hear_of_every_published_snapshot() {
+        let store = Store::new(Snapshot::<u8>::empty("default", true));
+        let mut rx = store.subscribe();
+        // The same channel is reachable from any snapshot the store published.
+        let mut via_snapshot = store.load().subscribe();
+        assert!(!rx.has_changed().unwrap());
+        store.update(|s| s.put_webhook("default", "a", Arc::new(1)));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 1);
+        let mut next = Snapshot::empty("default", true);
+        next.put_webhook("default", "b", Arc::new(2));
+        store.replace(next);
+        assert_eq!(*rx.borrow_and_update(), 2);
+        assert_eq!(*via_snapshot.borrow_and_update(), 2);
+        // A replaced snapshot carries the channel on.
+        let later = store.load().subscribe();
+        store.update(|s| s.remove_webhook("default", "b"));
+        assert!(later.has_changed().unwrap());
+        // A snapshot no store published has a closed channel.
+        assert!(
+            Snapshot::<u8>::empty("d", true)
+                .subscribe()
+                .has_changed()
+                .is_err()
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! [`Receiver`] answers every route of the upstream gateway: the webhook routes,
 //! `GET /`, `/health`, `/metrics` and the admin API. [`serve`] runs it on a listener with
-//! HTTP/1.1 and h2c, and shuts down gracefully.
+//! HTTP/1.1 and h2c, and shuts down gracefully. [`Receiver::webhooks`] gives the webhook routes
+//! alone, for an application that serves them next to its own routes on its own listener.
 //!
 //! Invariants: the request path never awaits the config backend (it loads a snapshot); a webhook
 //! answers 200 only after its sink accepted the event, unless it opted into `"ack": "receive"`;
@@ -51,7 +52,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The configuration source the receiver serves from.
 pub type Provider = Arc<dyn ConfigProvider<CompiledWebhook>>;
 
-/// The TCP peer of a request, put in its extensions by [`serve`].
+/// The TCP peer of a request, put in its extensions by [`serve`]; an application that serves the
+/// receiver itself puts it there. Without it, the checks that need the client address fail
+/// closed: `ip_whitelist` and the `/stats` allow-list refuse the request, and the rate limiters
+/// count every such request under one key.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
@@ -129,6 +133,21 @@ impl Receiver {
     where
         B: RequestBody,
     {
+        self.answer(req, Routes::All).await
+    }
+
+    /// A service answering only the webhook routes, for an application that mounts them next to
+    /// its own; see [`WebhookService`].
+    pub fn webhooks(&self) -> WebhookService {
+        WebhookService {
+            receiver: self.clone(),
+        }
+    }
+
+    async fn answer<B>(&self, req: Request<B>, routes: Routes) -> Response<Body>
+    where
+        B: RequestBody,
+    {
         // Read the clock only when the request trace below is on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let method = req.method().clone();
@@ -142,7 +161,13 @@ impl Receiver {
         let path = uri.path();
         // CORS (off by default: one branch): a preflight is answered before routing.
         let cors = &self.inner.settings.cors;
-        let mut resp = cors.handle(req, |req| self.route(req, &method, path)).await;
+        let mut resp = if routes == Routes::Webhooks && !path.starts_with("/webhook/") {
+            // Not ours: no CORS preflight answer either.
+            self.route(req, &method, path, routes).await
+        } else {
+            cors.handle(req, |req| self.route(req, &method, path, routes))
+                .await
+        };
         response::add_security_headers(&mut resp, hsts);
         if let Some(started) = started {
             tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
@@ -152,13 +177,19 @@ impl Receiver {
 
     /// Route a request; then, when the answer did not need the body, drain it so the client
     /// reads the answer (or close the connection after answering when it cannot be drained).
-    async fn route<B>(&self, req: Request<B>, method: &Method, path: &str) -> Response<Body>
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        method: &Method,
+        path: &str,
+        routes: Routes,
+    ) -> Response<Body>
     where
         B: RequestBody,
     {
         let (parts, body) = req.into_parts();
         let mut body = Some(body);
-        let mut resp = self.dispatch(&parts, &mut body, method, path).await;
+        let mut resp = self.dispatch(&parts, &mut body, method, path, routes).await;
         if let Some(body) = body
             && !body.is_end_stream()
         {
@@ -198,6 +229,7 @@ impl Receiver {
         body: &mut Option<B>,
         method: &Method,
         path: &str,
+        routes: Routes,
     ) -> Response<Body>
     where
         B: RequestBody,
@@ -217,6 +249,9 @@ impl Receiver {
                 return response::method_not_allowed("POST");
             }
             return webhook::handle(inner, parts, body, namespace, id).await;
+        }
+        if routes == Routes::Webhooks {
+            return response::not_found();
         }
         match path {
             "/" => match *method {
@@ -338,8 +373,10 @@ impl Receiver {
 
     /// `GET /`, rate limited per client IP.
     fn root(&self, parts: &Parts) -> Response<Body> {
-        if let Some(ip) = self.client_ip(parts)
-            && !self.inner.root_limiter.allow(ip)
+        if !self
+            .inner
+            .root_limiter
+            .allow(limiter_key(self.client_ip(parts)))
         {
             return Self::rate_limited(&self.inner.root_limiter);
         }
@@ -361,14 +398,13 @@ impl Receiver {
             }
         }
         let ip = self.client_ip(parts);
+        // No client address (an embedding that gives no `PeerAddr`): the allow-list denies.
         if !settings.stats_allowed_ips.is_empty()
-            && ip.is_some_and(|ip| !settings.stats_allowed_ips.contains(&ip))
+            && !ip.is_some_and(|ip| settings.stats_allowed_ips.contains(&ip))
         {
             return response::detail(StatusCode::FORBIDDEN, "Access denied from this IP address");
         }
-        if let Some(ip) = ip
-            && !self.inner.stats_limiter.allow(ip)
-        {
+        if !self.inner.stats_limiter.allow(limiter_key(ip)) {
             return Self::rate_limited(&self.inner.stats_limiter);
         }
         self.inner.hooks.prune(&self.inner.provider.snapshot());
@@ -398,6 +434,75 @@ impl Receiver {
             ),
         );
         r
+    }
+}
+
+/// The rate limiters' key for a client: its address, or one key shared by every request whose
+/// address is unknown (an embedding that gives no [`PeerAddr`]), so those are limited together
+/// rather than not at all. `::` is never the address of a real peer.
+fn limiter_key(ip: Option<std::net::IpAddr>) -> std::net::IpAddr {
+    ip.unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// Which routes a request may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routes {
+    /// Every route of the Python gateway: [`Receiver::handle`].
+    All,
+    /// Only `POST /webhook/...`: [`WebhookService`].
+    Webhooks,
+}
+
+/// The webhook routes of a [`Receiver`] alone: `POST /webhook/{id}` and
+/// `POST /webhook/{namespace}/{id}`, with the receiver's whole request path (validators, limits,
+/// the delivery promise, security headers, metrics and `/stats` counts). Every other path,
+/// `/health`, `/metrics`, `/stats` and the admin API included, answers 404, so an application can
+/// mount this next to its own routes without exposing the receiver's.
+///
+/// The address checks (`ip_whitelist`, trusted proxies) need the TCP peer: put a [`PeerAddr`] in
+/// each request's extensions. Without one, `ip_whitelist` refuses the request (403).
+///
+/// Cheap to clone; clones share the receiver's state. Also a `tower_service::Service`.
+#[derive(Clone)]
+pub struct WebhookService {
+    receiver: Receiver,
+}
+
+impl WebhookService {
+    /// Answer one request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: RequestBody,
+    {
+        self.receiver.answer(req, Routes::Webhooks).await
+    }
+
+    /// The receiver these routes belong to.
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for WebhookService
+where
+    B: RequestBody + Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 

@@ -255,3 +255,152 @@ async fn a_chain_answers_200_only_when_every_step_took_the_event() {
     fake.push([Outcome::Fail(SinkError::Unavailable("down".into()))]);
     assert_eq!(post_full(&rx, "/webhook/c").await.status(), 503);
 }
+
+fn request(method: &str, path: &str, peer: Option<&str>) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+        .unwrap();
+    if let Some(peer) = peer {
+        req.extensions_mut()
+            .insert(cwm_http::PeerAddr(peer.parse().unwrap()));
+    }
+    req
+}
+
+#[tokio::test]
+async fn the_webhook_service_answers_only_the_webhook_routes() {
+    let fake = FakeSink::new();
+    let rx = receiver_with(&[("h", r#"{"module":"fake"}"#)], settings(10), &fake);
+    let webhooks = rx.webhooks();
+    let r = webhooks.handle(request("POST", "/webhook/h", None)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "DENY", "security headers");
+    assert_eq!(fake.delivered().len(), 1);
+    // The namespaced route too (the file-style snapshot ignores the namespace).
+    let r = webhooks
+        .handle(request("POST", "/webhook/ns/h", None))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        webhooks
+            .handle(request("POST", "/webhook/nope", None))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        webhooks
+            .handle(request("GET", "/webhook/h", None))
+            .await
+            .status(),
+        405
+    );
+    for (method, path) in [
+        ("GET", "/health"),
+        ("GET", "/admin/config-status"),
+        ("POST", "/admin/reload-config"),
+        ("GET", "/stats"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("POST", "/webhook"),
+        ("OPTIONS", "/health"),
+    ] {
+        let r = webhooks.handle(request(method, path, None)).await;
+        assert_eq!(r.status(), 404, "{method} {path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+    }
+    // The full receiver still answers them, and counted what the webhook service served.
+    assert_eq!(
+        rx.handle(request("GET", "/health", None)).await.status(),
+        200
+    );
+    let r = rx.handle(request("GET", "/metrics", None)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.delivered().len(), 2);
+}
+
+#[tokio::test]
+async fn without_a_peer_address_ip_whitelist_denies() {
+    let rx = receiver(
+        &[("h", r#"{"module":"instant","ip_whitelist":["127.0.0.1"]}"#)],
+        HttpSettings::default(),
+    );
+    let webhooks = rx.webhooks();
+    let r = webhooks.handle(request("POST", "/webhook/h", None)).await;
+    assert_eq!(r.status(), 403);
+    let peer = Some("127.0.0.1:5000");
+    let r = webhooks.handle(request("POST", "/webhook/h", peer)).await;
+    assert_eq!(r.status(), 200);
+    let other = Some("192.0.2.1:5000");
+    let r = webhooks.handle(request("POST", "/webhook/h", other)).await;
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn without_a_peer_address_rate_limit_counts_every_request() {
+    let rx = receiver(
+        &[(
+            "h",
+            r#"{"module":"instant","rate_limit":{"max_requests":2,"window_seconds":60}}"#,
+        )],
+        HttpSettings::default(),
+    );
+    let webhooks = rx.webhooks();
+    for expected in [200, 200, 429, 429] {
+        let r = webhooks.handle(request("POST", "/webhook/h", None)).await;
+        assert_eq!(r.status(), expected);
+    }
+    // One window per webhook, whoever sends: a known peer is refused as well.
+    let peer = Some("127.0.0.1:5000");
+    let r = webhooks.handle(request("POST", "/webhook/h", peer)).await;
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn without_a_peer_address_the_stats_allow_list_denies() {
+    let rx = receiver(
+        &[],
+        HttpSettings {
+            stats_allowed_ips: vec!["127.0.0.1".parse().unwrap()],
+            ..HttpSettings::default()
+        },
+    );
+    let r = rx.handle(request("GET", "/stats", None)).await;
+    assert_eq!(r.status(), 403);
+    let r = rx
+        .handle(request("GET", "/stats", Some("192.0.2.1:80")))
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = rx
+        .handle(request("GET", "/stats", Some("127.0.0.1:80")))
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn without_a_peer_address_the_stats_and_root_limiters_count_under_one_key() {
+    let rx = receiver(
+        &[],
+        HttpSettings {
+            stats_rate_limit: 2,
+            root_rate_limit: 1,
+            ..HttpSettings::default()
+        },
+    );
+    for expected in [200, 200, 429] {
+        let r = rx.handle(request("GET", "/stats", None)).await;
+        assert_eq!(r.status(), expected);
+    }
+    assert_eq!(rx.handle(request("GET", "/", None)).await.status(), 200);
+    assert_eq!(rx.handle(request("GET", "/", None)).await.status(), 429);
+    // A known client has its own window.
+    let peer = Some("127.0.0.1:5000");
+    assert_eq!(
+        rx.handle(request("GET", "/stats", peer)).await.status(),
+        200
+    );
+    assert_eq!(rx.handle(request("GET", "/", peer)).await.status(), 200);
+}
