@@ -3,7 +3,7 @@
 #  1. tests/examples/etcd_bench.rs: a private etcd, 25,000 then 250,000 seeded webhook keys, the
 #     release cwm-receiver started against it: start-to-serving time and RSS, then the latency from
 #     an acknowledged put to the new webhook being served (p50/p99 over 300 puts).
-#  2. crates/cwm-config/benches: criterion timings of one watch event applied to a 250,000-key
+#  2. benches/ (package cwm-benches): criterion timings of one watch event applied to a 250,000-key
 #     snapshot (snapshot part and full parse+compile+update path) and of a lookup; plus an
 #     allocation count of the lookup.
 set -euo pipefail
@@ -18,11 +18,11 @@ target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo
-echo "== cwm-config: snapshot benchmarks (criterion, 250,000 webhooks) =="
-cargo bench --locked -q -p cwm-config --bench lookup_allocs
+echo "== cwm-benches: cwm-config snapshot benchmarks (criterion, 250,000 webhooks) =="
+cargo bench --locked -q -p cwm-benches --bench lookup_allocs
 # Criterion's own report goes to a file; a summary follows. CRITERION_HOME keeps its data out of
 # target/ so no stale baseline is compared against.
-CRITERION_HOME="$work/criterion" cargo bench --locked -q -p cwm-config --bench snapshot \
+CRITERION_HOME="$work/criterion" cargo bench --locked -q -p cwm-benches --bench snapshot \
   >"$work/criterion.out" 2>&1 || { cat "$work/criterion.out"; exit 1; }
 python3 - "$work/criterion" <<'PY'
 import json, os, sys

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::connection::Connections;
-use crate::http::HttpClient;
-use crate::sinks::log::LogWriter;
+use crate::outbound::HttpClient;
+use crate::sinks::log::writer::{DEFAULT_QUEUE_BYTES, LogWriter};
 
 /// Shared resources handed to sink factories.
 ///
@@ -44,7 +44,7 @@ pub type Observer = Arc<dyn Fn(&'static str, bool, Duration) + Send + Sync>;
 
 impl ModuleContext {
     /// Default of [`with_log_queue_max_bytes`](Self::with_log_queue_max_bytes): 64 MiB.
-    pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = crate::sinks::log::DEFAULT_QUEUE_BYTES;
+    pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = DEFAULT_QUEUE_BYTES;
 
     pub fn new() -> Self {
         Self {
@@ -112,7 +112,7 @@ impl ModuleContext {
     pub(crate) fn http_client(&self) -> Result<HttpClient, String> {
         self.shared
             .http
-            .get_or_init(crate::http::build_client)
+            .get_or_init(crate::outbound::build_client)
             .clone()
     }
 
@@ -138,9 +138,12 @@ impl ModuleContext {
 
     /// A context whose HTTP client resolves names with `lookup` instead of the system resolver.
     #[cfg(test)]
-    pub(crate) fn with_http_lookup(lookup: Arc<dyn crate::http::Lookup>) -> Self {
+    pub(crate) fn with_http_lookup(lookup: Arc<dyn crate::outbound::Lookup>) -> Self {
         let ctx = Self::new();
-        let _ = ctx.shared.http.set(crate::http::build_client_with(lookup));
+        let _ = ctx
+            .shared
+            .http
+            .set(crate::outbound::build_client_with(lookup));
         ctx
     }
 }

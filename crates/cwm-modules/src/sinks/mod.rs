@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use crate::connection::ClientFactory;
-use crate::context::ModuleContext;
-use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
+use crate::sink::SinkBuilder;
 
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
+pub mod http_webhook;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;
@@ -23,9 +23,9 @@ pub mod save_to_disk;
 /// Every sink of this build, by module name.
 pub(crate) fn builtin() -> Vec<Arc<dyn SinkBuilder>> {
     vec![
-        Arc::new(Legacy("log", log::factory)),
-        Arc::new(Legacy("save_to_disk", save_to_disk::factory)),
-        Arc::new(Legacy("http_webhook", crate::http::factory)),
+        Arc::new(log::LogBuilder),
+        Arc::new(save_to_disk::SaveToDiskBuilder),
+        Arc::new(http_webhook::HttpWebhookBuilder),
         #[cfg(feature = "kafka")]
         Arc::new(kafka::KafkaBuilder),
         Arc::new(redis_rq::RedisRqBuilder),
@@ -46,18 +46,4 @@ pub(crate) fn clients() -> Vec<(&'static str, ClientFactory)> {
         #[cfg(feature = "clickhouse")]
         ("clickhouse", clickhouse::client as ClientFactory),
     ]
-}
-
-/// The sinks that take no connection and read their `module-config` with their own readers.
-type Factory = fn(&cwm_config::WebhookConfig, &ModuleContext) -> Result<Arc<dyn Sink>, String>;
-struct Legacy(&'static str, Factory);
-
-impl SinkBuilder for Legacy {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-
-    fn build(&self, cx: &SinkContext<'_>) -> Result<Arc<dyn Sink>, BuildError> {
-        (self.1)(cx.config, cx.modules).map_err(BuildError::Invalid)
-    }
 }

@@ -7,7 +7,7 @@
 //! `https`, a host, no credentials, no NUL, not a cloud metadata name. Loopback and private
 //! hosts are allowed: an introspection server is often a sidecar or an internal service, and the
 //! URL is operator configuration (as the hosts of connections are). The URL is taken apart, and
-//! the request URI built, by the same code as `http_webhook`'s ([`crate::http`]).
+//! the request URI built, by the same code as `http_webhook`'s ([`crate::outbound`]).
 //!
 //! A call that cannot be made (refused, unreachable, timed out, a 5xx, a reply that is not what
 //! the protocol says) is [`Denial::Unavailable`] (503 with `Retry-After`), so the sender
@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use cwm_config::model::is_metadata_host;
 
 use super::{BuildContext, Denial, ValidatorError};
-use crate::http::{
+use crate::outbound::{
     ConnectGuardError, HttpClient, MAX_URL_LEN, USER_AGENT_VALUE, error_chain, refused_in,
     request_uri, split_host_port, split_url,
 };
@@ -272,7 +272,7 @@ mod tests {
     /// Names resolve to the addresses given.
     struct Fixed(Vec<(String, std::net::IpAddr)>);
 
-    impl crate::http::Lookup for Fixed {
+    impl crate::outbound::Lookup for Fixed {
         fn lookup(
             &self,
             host: String,

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::batch::{Batcher, Writer};
 use super::config::{Batching, Endpoint, Settings};
 use crate::connection::{Client, Connection};
-use crate::http::{HttpClient, USER_AGENT_VALUE, error_chain, refused_in, request_uri};
+use crate::outbound::{HttpClient, USER_AGENT_VALUE, error_chain, refused_in, request_uri};
 use crate::sink::{Event, Payload, Sink, SinkError};
 
 /// How long one request to ClickHouse (a CREATE TABLE or an INSERT) may take.
@@ -309,7 +309,7 @@ impl Http {
                 SinkError::Config(format!(
                     "{}: refused to connect: {}",
                     self.label,
-                    crate::http::ConnectGuardError::Refused
+                    crate::outbound::ConnectGuardError::Refused
                 ))
             } else {
                 SinkError::Unavailable(format!("{}: {}", self.label, error_chain(&e)))

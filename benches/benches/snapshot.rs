@@ -1,6 +1,6 @@
 //! What one etcd watch event costs on a 250,000-webhook snapshot, and what a lookup costs.
 //!
-//! `cargo bench -p cwm-config --bench snapshot` (tests/bench/etcd.sh runs it as part of
+//! `cargo bench -p cwm-benches --bench snapshot` (tests/bench/etcd.sh runs it as part of
 //! `make bench`). Figures are printed, never asserted.
 //!
 //! * `watch_event/put_webhook_250k`: `Store::update` with `Snapshot::put_webhook`, replacing one

@@ -4,7 +4,7 @@
 //! A separate bench target because the counting global allocator (allocation-counter) would slow
 //! every allocation of the timed benchmarks in `snapshot.rs`.
 //!
-//! `cargo bench -p cwm-config --bench lookup_allocs`
+//! `cargo bench -p cwm-benches --bench lookup_allocs`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
