@@ -13,7 +13,7 @@ CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config auth_headers
 
-.PHONY: run test bench build lint fmt scenario fuzz deny audit deps-build deps-test deps-bench deps-deny clean
+.PHONY: run test bench build lint fmt scenario examples fuzz deny audit deps-build deps-test deps-bench deps-deny clean
 
 # Install Debian packages whose command is missing: $(call need,<command>,<package>)
 define need
@@ -68,12 +68,19 @@ audit: deps-deny
 	$(CARGO) deny --locked check advisories
 
 # Unit tests, component tests against real servers, black-box tests of the built binaries,
-# then the lint gate, the licence and source check (cargo-deny) and the etcd scenario script.
+# the embedding examples, then the lint gate, the licence and source check (cargo-deny) and the etcd scenario script.
 test: deps-test build
 	$(CARGO) test --locked --workspace
+	$(MAKE) examples
 	$(MAKE) lint
 	$(MAKE) deny
 	$(MAKE) scenario
+
+# The embedding examples (examples/examples/): each demonstrates its point and exits 0.
+EXAMPLES ?= embed_axum config_only custom_sink
+examples: deps-build
+	$(CARGO) build --locked -q -p cwm-examples --examples
+	for e in $(EXAMPLES); do timeout 120 $(CARGO) run --locked -q -p cwm-examples --example $$e || exit 1; done
 
 scenario: deps-test build
 	bash docker/scenario/05_etcd_namespaces/run_local.sh
