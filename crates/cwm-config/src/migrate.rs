@@ -27,6 +27,8 @@ pub struct Entries {
 /// Read `webhooks.json` and `connections.json`; a missing file holds no entries.
 pub fn read_files(webhooks: &Path, connections: &Path) -> Result<Entries, ConfigError> {
     fn read(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+        // `cwmctl` reads its input files before any request is served.
+        #[allow(clippy::disallowed_methods)]
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
