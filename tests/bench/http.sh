@@ -4,7 +4,7 @@
 # that reads the body and answers 200, alternating, ROUNDS times. Prints req/s, p50, p99, server
 # CPU per request and the ratio of each round, the median of each figure over the rounds, and RSS.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
@@ -12,17 +12,8 @@ ROUNDS=${ROUNDS:-5}
 
 cargo build --release --locked -q -p cwm-receiver
 cargo build --release --locked -q -p cwm-tests --example bare_hyper
-target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$target_dir/release/cwm-receiver
 BARE=$target_dir/release/examples/bare_hyper
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 echo '{"bench":{"data_type":"json","module":"log"}}' >"$work/webhooks.json"
 echo '{}' >"$work/connections.json"
 

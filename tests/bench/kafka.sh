@@ -5,7 +5,7 @@
 # JSON body of post.lua to each, alternating, ROUNDS times. Prints req/s and p99 per round, the
 # medians and the kafka/log req/s ratio (target >= 0.5). Asserts nothing.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
@@ -13,16 +13,7 @@ ROUNDS=${ROUNDS:-3}
 
 cargo build --release --locked -q -p cwm-receiver
 cargo build --release --locked -q -p cwm-tests --example kafka_mock
-target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$target_dir/release/cwm-receiver
 MOCK=$target_dir/release/examples/kafka_mock
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
 # The mock cluster runs until its stdin (a FIFO this shell holds open) closes, or it is killed.
 mkfifo "$work/mock.in"

@@ -5,7 +5,7 @@
 # the medians and the ratio rq/log (target >= 0.5: a job in Redis costs at most twice a log line).
 # Asserts nothing. Redis is flushed after every redis_rq run so memory stays flat.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
@@ -15,15 +15,6 @@ for bin in wrk redis-server redis-cli; do
   command -v "$bin" >/dev/null || { echo "$bin is missing: run \`make deps-test\` (Debian packages wrk, redis-server, redis-tools)" >&2; exit 1; }
 done
 cargo build --release --locked -q -p cwm-receiver
-target_dir=$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$target_dir/release/cwm-receiver
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' --appendonly no \
