@@ -5,23 +5,42 @@ use std::path::PathBuf;
 /// Why a configuration source could not be loaded. Messages never contain secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A configuration file is not valid JSON.
     #[error("{path} is not valid JSON: {message}")]
-    Json { path: PathBuf, message: String },
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line and column).
+        message: String,
+    },
+    /// A configuration file holds JSON that is not an object.
     #[error("{path} must hold a JSON object of {{name: config}}")]
-    NotAnObject { path: PathBuf },
+    NotAnObject {
+        /// The file.
+        path: PathBuf,
+    },
     /// A configuration file that was loaded before is gone; its previous entries keep serving.
     #[error("{path} was deleted; the previous configuration is kept until the file is back")]
-    Deleted { path: PathBuf },
+    Deleted {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A backend setting is invalid (etcd endpoints, prefix, TLS files, ...).
     #[error("invalid setting: {0}")]
     Setting(String),
+    /// An etcd request failed (only where a caller waits for etcd: a reload, `cwmctl`).
     #[error("etcd: {0}")]
     Etcd(String),
+    /// The file watcher could not start.
     #[error("file watcher: {0}")]
     Watch(String),
 }

@@ -13,21 +13,36 @@ pub const GLOBAL: &str = "global";
 /// What one etcd key addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRef<'a> {
-    Webhook { namespace: &'a str, id: &'a str },
-    Connection { name: &'a str },
+    /// `{prefix}{namespace}/webhooks/{id}`.
+    Webhook {
+        /// The namespace segment.
+        namespace: &'a str,
+        /// The webhook id.
+        id: &'a str,
+    },
+    /// `{prefix}global/connections/{name}`.
+    Connection {
+        /// The connection name.
+        name: &'a str,
+    },
 }
 
 /// Why a key under the prefix is ignored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// The key does not start with the prefix.
     #[error("key is not under the prefix")]
     OutsidePrefix,
+    /// The key is not valid UTF-8.
     #[error("key is not valid UTF-8")]
     NotUtf8,
+    /// The namespace segment breaks the namespace rules ([`crate::names::is_valid_namespace`]).
     #[error("invalid namespace {0:?}")]
     InvalidNamespace(String),
+    /// The webhook id or connection name is empty.
     #[error("empty webhook id or connection name")]
     EmptyName,
+    /// The key fits neither layout.
     #[error("key does not match {{ns}}/webhooks/{{id}} or global/connections/{{name}}")]
     Unrecognised,
 }

@@ -6,7 +6,40 @@
 //!
 //! Invariant: this crate is the only one that reads configuration sources (files, etcd). Everything
 //! else reads a [`Snapshot`], which never blocks.
+//!
+//! # Example
+//!
+//! Validate one webhook entry as every backend does (with the [`PassThrough`] compiler, which
+//! serves the [`WebhookConfig`] itself), publish it in a [`Store`] and look it up:
+//!
+//! ```rust
+//! use std::sync::Arc;
+//!
+//! use cwm_config::{Ack, PassThrough, Snapshot, Store, WebhookConfig, compile_webhook};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), String> {
+//! // Variables come from an `Env`: the process environment (`ProcessEnv`) or, here, a closure.
+//! let env = |name: &str| (name == "ORDERS_TOKEN").then(|| "s3cret".to_owned());
+//! let entry = json!({"module": "log", "authorization": "{$ORDERS_TOKEN}", "ack": "receive"});
+//! let config: WebhookConfig = compile_webhook(&PassThrough, &env, "orders", entry)?;
+//! assert_eq!(config.authorization.as_deref(), Some("s3cret"));
+//! assert_eq!(config.ack, Ack::Receive);
+//!
+//! // An entry that breaks the rules is refused with a reason, never a secret value.
+//! assert!(compile_webhook(&PassThrough, &env, "stats", json!({"module": "log"})).is_err());
+//!
+//! let store = Store::new(Snapshot::empty("default", true));
+//! store.update(|snap| snap.put_webhook("default", "orders", Arc::new(config)));
+//! store.mark_loaded();
+//! let snap = store.load();
+//! let found = snap.webhook(None, "orders").ok_or("orders is not served")?;
+//! assert_eq!(found.module.as_deref(), Some("log"));
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod etcd;

@@ -20,7 +20,9 @@ use crate::subst::Env;
 /// Webhooks and connections as their JSON files hold them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entries {
+    /// Webhook configs by id.
     pub webhooks: Map<String, Value>,
+    /// Connection configs by name.
     pub connections: Map<String, Value>,
 }
 
@@ -61,6 +63,7 @@ pub fn read_files(webhooks: &Path, connections: &Path) -> Result<Entries, Config
 pub struct Invalid {
     /// `webhooks/<id>`, `connections/<name>` or the etcd key.
     pub key: String,
+    /// Why it was refused, as a receiver would log it.
     pub reason: String,
 }
 
@@ -132,7 +135,9 @@ pub async fn validate_etcd<C: Compiler>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// The key did not exist and was written.
     Created,
+    /// The key held another value and was overwritten (`force`).
     Overwritten,
     /// The key exists and `force` was not given.
     Skipped,
@@ -143,11 +148,14 @@ pub enum Action {
 /// The outcome of one import.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ImportReport {
+    /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
+    /// Each etcd key and what was done with it.
     pub actions: Vec<(String, Action)>,
 }
 
 impl ImportReport {
+    /// How many keys had `action`.
     pub fn count(&self, action: Action) -> usize {
         self.actions.iter().filter(|(_, a)| *a == action).count()
     }

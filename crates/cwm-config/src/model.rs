@@ -33,9 +33,13 @@ pub enum Ack {
 /// Retry policy for a sink delivery (the `retry` object), already clamped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryPolicy {
+    /// Attempts in all, the first included: 1..=20 (default 3).
     pub max_attempts: u32,
+    /// Seconds before the first retry: 0..=60 (default 1).
     pub initial_delay: f64,
+    /// Longest wait between attempts, in seconds: `initial_delay`..=60 (default 60).
     pub max_delay: f64,
+    /// Factor applied to the wait after each attempt: 0.1..=10 (default 2).
     pub backoff_multiplier: f64,
 }
 
@@ -49,6 +53,7 @@ pub struct WebhookConfig {
     /// Sink module name, e.g. `log`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// How the body is handed to the sink (`json` by default).
     pub data_type: DataType,
     /// Name of a global connection.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +65,7 @@ pub struct WebhookConfig {
     /// Static token or `Bearer <token>` the `Authorization` header must carry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+    /// When the receiver answers 200 (`delivery` by default).
     pub ack: Ack,
     /// Raw `retry` object; see [`WebhookConfig::retry_policy`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,14 +178,19 @@ fn may_substitute(json: &[u8]) -> bool {
 /// Why a config document was refused. The message names the problem, never a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
+    /// The text is not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// The document is not a JSON object.
     #[error("value is not a JSON object")]
     NotAnObject,
+    /// A `{$VAR}` placeholder could not be resolved.
     #[error("substitution failed: {0}")]
     Subst(#[from] crate::subst::SubstError),
+    /// A known field has the wrong type or value (serde's message).
     #[error("invalid field: {0}")]
     Shape(String),
+    /// A rule beyond the JSON shape is broken (a forbidden character, a bad port, ...).
     #[error("{0}")]
     Invalid(String),
 }
@@ -274,11 +285,13 @@ pub struct ConnectionConfig {
     /// `redis-rq`, `kafka`, `clickhouse`, ...
     #[serde(rename = "type")]
     pub kind: String,
+    /// Host name or address; required for some types (see [`ConnectionConfig::from_value`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// A number or a numeric string (substitution always yields strings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<Value>,
+    /// Every other key, kept verbatim for the client of this type.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

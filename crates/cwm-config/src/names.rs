@@ -6,20 +6,28 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Why a webhook id is refused. `Display` gives the upstream's client-facing message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookIdError {
+    /// Empty or only whitespace.
     #[error("Webhook ID cannot be empty or whitespace-only")]
     Empty,
+    /// Longer than [`MAX_NAME_LEN`] characters (the length is given).
     #[error("Webhook ID too long: {0} characters (max: 64)")]
     TooLong(usize),
+    /// Does not start with an ASCII letter or digit, or holds a character other than those,
+    /// `_` and `-`.
     #[error(
         "Invalid webhook ID format. Must start with alphanumeric and contain only alphanumeric, underscore, and hyphen characters"
     )]
     Format,
+    /// A reserved id such as `stats` or `health` (any case).
     #[error("Webhook ID '{0}' is reserved and cannot be used")]
     Reserved(String),
+    /// Starts with a reserved prefix.
     #[error("Webhook ID cannot start with reserved prefix '{0}'")]
     ReservedPrefix(&'static str),
+    /// Ends with a reserved suffix.
     #[error("Webhook ID cannot end with reserved suffix '{0}'")]
     ReservedSuffix(&'static str),
+    /// Holds `__` or `--`.
     #[error("Webhook ID cannot contain consecutive underscores or hyphens")]
     Consecutive,
 }

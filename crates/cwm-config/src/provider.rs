@@ -16,7 +16,10 @@ use crate::snapshot::{Rejection, Snapshot, Store};
 ///
 /// An `Err` rejects that one webhook (the others keep serving): an unknown module, a bad `module-config`, ...
 pub trait Compiler: Send + Sync + 'static {
+    /// What one webhook compiles to; snapshots hold it behind an `Arc`.
     type Webhook: Send + Sync + 'static;
+    /// Compile webhook `id`. `Err` carries the reason shown in `/admin/config-status`; it must
+    /// not contain secret values.
     fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, String>;
 
     /// The whole set of connections changed (a load, a reload, a watch event). Backends call it
@@ -42,25 +45,34 @@ pub enum BackendState {
 /// What `POST /admin/reload-config` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadRequest {
+    /// Reload the webhooks.
     pub webhooks: bool,
+    /// Reload the connections.
     pub connections: bool,
 }
 
 /// Counts of one kind of entry before and after a reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Diff {
+    /// Entries that were not there before.
     pub added: usize,
+    /// Entries that are gone.
     pub removed: usize,
+    /// Entries whose value changed.
     pub modified: usize,
+    /// Entries served after the reload (refused ones that keep a previous value included).
     pub total: usize,
+    /// Entries refused.
     pub rejected: usize,
 }
 
 /// The outcome of a successful reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReloadReport {
+    /// The webhooks' counts; `None` when they were not reloaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Diff>,
+    /// The connections' counts; `None` when they were not reloaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<Diff>,
 }
@@ -68,25 +80,40 @@ pub struct ReloadReport {
 /// The last resync of a watching backend.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resync {
+    /// Why the backend listed everything again (`admin`, `compacted`, ...).
     pub reason: String,
+    /// When, RFC 3339 UTC.
     pub at: String,
 }
 
 /// Everything `/admin/config-status` and `/metrics` show about a backend. Never holds secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderStatus {
+    /// `"file"` or `"etcd"`.
     pub backend: &'static str,
+    /// Whether a first full load has completed.
     pub initialized: bool,
+    /// Whether the source is reachable (always `true` for files).
     pub connected: bool,
+    /// The etcd revision the snapshot reflects (0 for files).
     pub revision: i64,
+    /// Namespace of routes without one.
     pub default_namespace: String,
+    /// Number of namespaces.
     pub namespaces_count: usize,
+    /// Namespace names, sorted.
     pub namespaces: Vec<String>,
+    /// Webhooks served, all namespaces.
     pub total_webhooks: usize,
+    /// Connections served.
     pub connections_count: usize,
+    /// Entries refused, by key.
     pub rejected: Vec<Rejection>,
+    /// Last successful load or reload, RFC 3339 UTC.
     pub last_reload: Option<String>,
+    /// Error of the last failed load, reload or connection attempt; cleared by a success.
     pub last_error: Option<String>,
+    /// The last full re-list of a watching backend.
     pub last_resync: Option<Resync>,
     /// Resyncs by reason.
     pub resyncs: BTreeMap<String, u64>,
@@ -129,7 +156,9 @@ pub trait ConfigProvider<W: Send + Sync + 'static>: Send + Sync {
     fn snapshot(&self) -> Guard<Arc<Snapshot<W>>>;
     /// `"file"` or `"etcd"`.
     fn backend(&self) -> &'static str;
+    /// Whether the backend has loaded and is in sync with its source.
     fn state(&self) -> BackendState;
+    /// Counts, timestamps and rejections for `/admin/config-status` and `/metrics`.
     fn status(&self) -> ProviderStatus;
     /// Re-read the source now (files: re-read; etcd: full re-list).
     async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError>;

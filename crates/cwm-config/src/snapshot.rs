@@ -156,6 +156,7 @@ pub struct Found<'a, W> {
     pub namespace: Option<&'a Arc<str>>,
     /// The configured id: the requested id, or [`CATCH_ALL_ID`] when the catch-all answered.
     pub id: &'a Arc<str>,
+    /// The compiled webhook.
     pub webhook: &'a Arc<W>,
 }
 
@@ -243,10 +244,12 @@ impl<W> Snapshot<W> {
         self.namespaces.get(namespace)?.get(id)
     }
 
+    /// The connection called `name`.
     pub fn connection(&self, name: &str) -> Option<&Arc<ConnectionConfig>> {
         self.connections.get(name)
     }
 
+    /// Namespace of routes without one.
     pub fn default_namespace(&self) -> &str {
         &self.default_namespace
     }
@@ -256,14 +259,17 @@ impl<W> Snapshot<W> {
         self.revision
     }
 
+    /// Number of namespaces holding at least one webhook.
     pub fn namespace_count(&self) -> usize {
         self.namespaces.len()
     }
 
+    /// Number of webhooks, all namespaces.
     pub fn webhook_count(&self) -> usize {
         self.namespaces.values().map(Ids::len).sum()
     }
 
+    /// Number of connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
     }
@@ -297,10 +303,12 @@ impl<W> Snapshot<W> {
         v
     }
 
+    /// Set the etcd revision this snapshot reflects.
     pub fn set_revision(&mut self, revision: i64) {
         self.revision = revision;
     }
 
+    /// Add or replace webhook `id` of `namespace`.
     pub fn put_webhook(&mut self, namespace: &str, id: &str, webhook: Arc<W>) {
         let (key, ids) = match self.namespaces.get_key_value(namespace) {
             Some((key, ids)) => (key.clone(), ids.with(id, webhook)),
@@ -329,10 +337,12 @@ impl<W> Snapshot<W> {
         true
     }
 
+    /// Add or replace connection `name`.
     pub fn put_connection(&mut self, name: &str, connection: Arc<ConnectionConfig>) {
         self.connections.insert(name.into(), connection);
     }
 
+    /// Remove a connection. Returns whether it existed.
     pub fn remove_connection(&mut self, name: &str) -> bool {
         self.connections.remove(name).is_some()
     }
@@ -342,6 +352,7 @@ impl<W> Snapshot<W> {
         self.namespaces = imbl::HashMap::new();
     }
 
+    /// Remove every connection.
     pub fn clear_connections(&mut self) {
         self.connections = imbl::HashMap::new();
     }
@@ -406,7 +417,9 @@ impl<W> SnapshotBuilder<W> {
 /// A config entry that was refused, kept for `/admin/config-status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejection {
+    /// `webhooks/<id>`, `connections/<name>` (files) or the etcd key.
     pub key: String,
+    /// Why it was refused; never a secret value.
     pub reason: String,
     /// RFC 3339 UTC.
     pub since: String,
@@ -427,6 +440,7 @@ pub struct Store<W> {
 }
 
 impl<W> Store<W> {
+    /// A store serving `initial`, not yet loaded ([`Store::mark_loaded`], [`Store::replace`]).
     pub fn new(mut initial: Snapshot<W>) -> Self {
         let changes = Arc::new(watch::Sender::new(0));
         initial.changes = Some(changes.clone());
@@ -479,6 +493,7 @@ impl<W> Store<W> {
         previous
     }
 
+    /// Mark the first full load done, without publishing a snapshot.
     pub fn mark_loaded(&self) {
         self.loaded.store(true, Ordering::Release);
     }
@@ -517,6 +532,7 @@ impl<W> Store<W> {
             .retain(|k, _| !k.starts_with(prefix));
     }
 
+    /// The entries refused now, sorted by key.
     pub fn rejections(&self) -> Vec<Rejection> {
         self.rejected
             .lock()

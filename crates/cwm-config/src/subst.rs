@@ -14,14 +14,17 @@ pub const MAX_VALUE_CHARS: usize = 4096;
 /// A placeholder that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubstError {
+    /// `{$VAR}` names a variable that is not set, and gives no default.
     #[error("environment variable {0} is not set and has no default")]
     Unset(String),
+    /// `{$vault:...}` without a default: this build cannot read Vault.
     #[error("vault reference {0:?} has no default and Vault is not supported by this build")]
     Vault(String),
 }
 
 /// Where variables come from. The process environment in production; a map in tests.
 pub trait Env {
+    /// The value of variable `name`, or `None` when it is not set.
     fn var(&self, name: &str) -> Option<String>;
 }
 

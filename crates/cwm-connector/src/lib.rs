@@ -7,3 +7,4 @@
 //!
 //! Not implemented yet: this crate only reserves its place in the workspace until its own issue.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -120,6 +120,7 @@ impl Cors {
         })))
     }
 
+    /// Whether any origin is allowed (CORS is on).
     pub fn is_enabled(&self) -> bool {
         self.0.is_some()
     }

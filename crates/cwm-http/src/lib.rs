@@ -8,7 +8,44 @@
 //! Invariants: the request path never awaits the config backend (it loads a snapshot); a webhook
 //! answers 200 only after its sink accepted the event, unless it opted into `"ack": "receive"`;
 //! error bodies are `{"detail": ...}` and never carry internal error text.
+//!
+//! # Example
+//!
+//! A receiver over `webhooks.json` with the sinks this build ships, answering one request
+//! without a socket ([`serve`] runs it on a `TcpListener` instead):
+//!
+//! ```rust
+//! use std::sync::Arc;
+//!
+//! use bytes::Bytes;
+//! use cwm_config::{ProcessEnv, file::FileProvider};
+//! use cwm_http::{HttpSettings, Receiver};
+//! use cwm_modules::{ModuleContext, Registry};
+//! use http_body_util::Full;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let webhooks = dir.path().join("webhooks.json");
+//! std::fs::write(&webhooks, r#"{"orders": {"module": "log"}}"#)?;
+//!
+//! let modules = ModuleContext::new();
+//! let registry = Arc::new(Registry::with_builtin_sinks(modules.clone()));
+//! let connections = dir.path().join("connections.json"); // absent: no connections
+//! let provider =
+//!     FileProvider::start(&webhooks, connections, registry, Arc::new(ProcessEnv), None).await?;
+//! let receiver = Receiver::new(provider, HttpSettings::default()).with_modules(modules);
+//!
+//! let request = http::Request::post("/webhook/orders")
+//!     .header("content-type", "application/json")
+//!     .body(Full::new(Bytes::from_static(br#"{"order": 42}"#)))?;
+//! let response = receiver.handle(request).await;
+//! assert_eq!(response.status(), http::StatusCode::OK);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod admin;
 mod auth;
@@ -82,6 +119,7 @@ pub(crate) struct Inner {
 }
 
 impl Receiver {
+    /// A receiver answering from the snapshots of `provider`, with `settings`.
     pub fn new(provider: Provider, settings: HttpSettings) -> Self {
         let queue = Arc::new(Semaphore::new(settings.receive_queue_capacity));
         let inner = Arc::new(Inner {
@@ -111,7 +149,7 @@ impl Receiver {
         self
     }
 
-    pub fn settings(&self) -> &HttpSettings {
+    pub(crate) fn settings(&self) -> &HttpSettings {
         &self.inner.settings
     }
 

@@ -29,8 +29,11 @@ pub const DEFAULT_PAGE_SIZE: i64 = 50_000;
 /// startup with its path and the problem named.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EtcdTls {
+    /// CA certificate(s) that verify the server (`ETCD_CA_CERT`); `None`: the Mozilla roots.
     pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (`ETCD_CERT`); set together with `key`.
     pub cert: Option<PathBuf>,
+    /// Private key of the client certificate (`ETCD_KEY`); set together with `cert`.
     pub key: Option<PathBuf>,
 }
 
@@ -48,21 +51,26 @@ pub struct EtcdSettings {
     pub prefix: String,
     /// Namespace of routes without one.
     pub default_namespace: String,
-    /// Authentication is used only when both username and password are non-empty (upstream).
+    /// The etcd user. Authentication is used only when both username and password are
+    /// non-empty (upstream).
     pub username: String,
+    /// The etcd user's password; see `username`. Never printed.
     pub password: String,
+    /// TLS files; `None` for none (TLS may still be used, see [`EtcdSettings::uses_tls`]).
     pub tls: Option<EtcdTls>,
     /// First reconnect delay (1 s); doubles up to `reconnect_max` (60 s), with ±10 % jitter.
     pub reconnect_initial: Duration,
+    /// Longest reconnect delay (60 s).
     pub reconnect_max: Duration,
     /// Bound on establishing a connection, authentication included.
     pub connect_timeout: Duration,
     /// Bound on each unary request (one page of a listing) and on the watch being confirmed.
     /// Needed because a request to an unreachable member can otherwise wait forever.
     pub request_timeout: Duration,
-    /// HTTP/2 keepalive ping interval and ack timeout, also while idle: a dead or
-    /// partitioned member is noticed within `interval + timeout`.
+    /// HTTP/2 keepalive ping interval, also while idle: a dead or partitioned member is
+    /// noticed within `keepalive_interval + keepalive_timeout`.
     pub keepalive_interval: Duration,
+    /// How long a keepalive ping waits for its acknowledgement.
     pub keepalive_timeout: Duration,
     /// Keys per range request of a listing.
     pub page_size: i64,
