@@ -390,6 +390,8 @@ fn exit_at_deadline(timeout: Duration) {
     let spawned = std::thread::Builder::new()
         .name("shutdown-deadline".into())
         .spawn(move || {
+            // Its own thread, not a runtime worker: sleeping is what it is for.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(timeout);
             eprintln!("cwm-receiver: shutdown deadline reached; exiting with work left undone");
             std::process::exit(1);

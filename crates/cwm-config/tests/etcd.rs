@@ -2,7 +2,12 @@
 //!
 //! Outages, stalls and moves between servers go through [`Proxy`], a small TCP proxy between the
 //! provider and etcd that can refuse, cut, stall and re-point connections.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

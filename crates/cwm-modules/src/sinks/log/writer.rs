@@ -142,6 +142,8 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Box<dyn Write + Send>, budge
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
+        // The writer's own thread, not a runtime worker: the pause lets lines coalesce.
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(COALESCE);
     }
 }

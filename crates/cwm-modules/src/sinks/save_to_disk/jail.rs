@@ -158,6 +158,7 @@ impl Jail {
     }
 
     /// Write one file. Blocking: runs on the blocking pool.
+    #[allow(clippy::disallowed_methods)]
     pub(super) fn write(&self, data: &[u8], ext: &str) -> Result<(), SinkError> {
         let dir = self
             .resolve(true)?
@@ -204,6 +205,8 @@ fn step(next: &Path, base: &Path) -> Result<Option<PathBuf>, JailError> {
     Ok(Some(dir))
 }
 
+/// Blocking: called by [`Jail::write`] on the blocking pool.
+#[allow(clippy::disallowed_methods)]
 fn write_new(file: &Path, data: &[u8]) -> io::Result<()> {
     // create_new = O_CREAT|O_EXCL: never overwrite, never follow a planted symlink.
     let mut f = OpenOptions::new()
