@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use cwm_config::WebhookConfig;
 use serde_json::{Map, Value};
 
-use crate::registry::Registry;
+use crate::context::Observer;
 use crate::retry::{self, Retry};
-use crate::sink::{Event, Sink, SinkError};
+use crate::sink::{BuildError, Event, Sink, SinkError};
 
 /// Most steps a chain may have.
 pub const MAX_STEPS: usize = 20;
@@ -41,6 +41,19 @@ struct Step {
     retry: Option<Retry>,
 }
 
+/// Builds the sink of one chain step from the step's view of the webhook config.
+pub(crate) type BuildStep<'a> = dyn Fn(&WebhookConfig) -> Result<Arc<dyn Sink>, BuildError> + 'a;
+
+/// What a chain needs of the module registry to build its steps.
+pub(crate) struct StepBuilder<'a> {
+    /// Whether a module name is registered.
+    pub(crate) is_registered: &'a dyn Fn(&str) -> bool,
+    /// Build the sink a step's config names.
+    pub(crate) build: &'a BuildStep<'a>,
+    /// Sees every step's delivery attempts.
+    pub(crate) observe: Observer,
+}
+
 /// A built chain.
 pub struct Chain {
     steps: Vec<Step>,
@@ -54,8 +67,7 @@ impl Chain {
     /// Check `chain` and `chain-config` and build every step. The error is the upstream's
     /// message (without its `Invalid chain configuration: ` prefix).
     pub(crate) fn build(
-        registry: &Registry,
-        id: &str,
+        steps_from: &StepBuilder<'_>,
         config: &WebhookConfig,
         chain: &Value,
     ) -> Result<Self, String> {
@@ -73,10 +85,9 @@ impl Chain {
             chain_config(config.extra.get("chain-config"))?;
         let mut steps = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let step_config = item_config(registry, config, i, item)?;
-            let sink = registry
-                .build(id, &step_config)
-                .map_err(|e| format!("Chain item {i}: {e}"))?;
+            let step_config = item_config(steps_from.is_registered, config, i, item)?;
+            let sink =
+                (steps_from.build)(&step_config).map_err(|e| format!("Chain item {i}: {e}"))?;
             steps.push(Step {
                 module: step_config.module.clone().unwrap_or_default(),
                 sink,
@@ -88,7 +99,7 @@ impl Chain {
             parallel,
             continue_on_error,
             timeout,
-            observe: registry.context().observer(),
+            observe: steps_from.observe.clone(),
         })
     }
 
@@ -155,7 +166,7 @@ fn chain_config(cc: Option<&Value>) -> Result<(bool, bool, Duration), String> {
 
 /// The webhook config as chain item `i` sees it.
 fn item_config(
-    registry: &Registry,
+    is_registered: &dyn Fn(&str) -> bool,
     config: &WebhookConfig,
     i: usize,
     item: &Value,
@@ -166,7 +177,7 @@ fn item_config(
     step.retry = None;
     match item {
         Value::String(module) => {
-            if !registry.contains(module) {
+            if !is_registered(module) {
                 return Err(format!(
                     "Chain item {i}: module '{module}' is not registered"
                 ));
@@ -186,7 +197,7 @@ fn item_config(
                     "Chain item {i}: module name cannot be empty or whitespace-only"
                 ));
             }
-            if !registry.contains(module) {
+            if !is_registered(module) {
                 return Err(format!(
                     "Chain item {i}: module '{module}' is not registered"
                 ));
@@ -346,185 +357,5 @@ impl Sink for Chain {
         } else {
             Err(SinkError::Rejected(format!("chain steps failed: {what}")))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::context::ModuleContext;
-    use crate::fake::{FakeBuilder, FakeSink, Outcome, event};
-    use serde_json::json;
-
-    fn registry(a: &FakeSink, b: &FakeSink) -> Registry {
-        let mut r = Registry::new(ModuleContext::new());
-        r.register(FakeBuilder {
-            name: "a",
-            sink: a.clone(),
-        });
-        r.register(FakeBuilder {
-            name: "b",
-            sink: b.clone(),
-        });
-        r
-    }
-
-    fn compile(r: &Registry, doc: Value) -> Result<crate::CompiledWebhook, String> {
-        cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc)
-    }
-
-    #[test]
-    fn invalid_chains_are_rejected_with_the_upstream_messages() {
-        let (a, b) = (FakeSink::new(), FakeSink::new());
-        let r = registry(&a, &b);
-        for (chain, cc, why) in [
-            (json!("a"), Value::Null, "Chain must be a list/array"),
-            (
-                json!([]),
-                Value::Null,
-                "Chain must contain at least 1 module",
-            ),
-            (
-                json!(vec!["a"; 21]),
-                Value::Null,
-                "Chain length 21 exceeds security limit 20",
-            ),
-            (
-                json!(["nope"]),
-                Value::Null,
-                "Chain item 0: module 'nope' is not registered",
-            ),
-            (
-                json!([{"connection":"x"}]),
-                Value::Null,
-                "Chain item 0: missing required 'module' field",
-            ),
-            (
-                json!([{"module":7}]),
-                Value::Null,
-                "Chain item 0: 'module' must be a string",
-            ),
-            (
-                json!(["a",{"module":" "}]),
-                Value::Null,
-                "Chain item 1: module name cannot be empty",
-            ),
-            (
-                json!([{"module":"a","connection":1}]),
-                Value::Null,
-                "'connection' must be a string if provided",
-            ),
-            (
-                json!([{"module":"a","module-config":[]}]),
-                Value::Null,
-                "'module-config' must be a dictionary if provided",
-            ),
-            (
-                json!([{"module":"a","topic":"t","module-config":{"topic":"t"}}]),
-                Value::Null,
-                "'topic' should be in 'module-config'",
-            ),
-            (
-                json!([{"module":"a","retry":{"enabled":"yes"}}]),
-                Value::Null,
-                "'retry.enabled' must be a boolean",
-            ),
-            (
-                json!([{"module":"a","retry":{"max_attempts":0}}]),
-                Value::Null,
-                "'retry.max_attempts' must be a positive integer",
-            ),
-            (
-                json!([{"module":"a","retry":1}]),
-                Value::Null,
-                "'retry' must be a dictionary if provided",
-            ),
-            (
-                json!([{"module":"a","extra":1}]),
-                Value::Null,
-                "unknown field 'extra'",
-            ),
-            (
-                json!([1]),
-                Value::Null,
-                "must be a string or dictionary, got int",
-            ),
-            (json!(["a"]), json!([]), "chain-config must be a dictionary"),
-            (
-                json!(["a"]),
-                json!({"execution":"both"}),
-                "chain-config.execution must be one of",
-            ),
-            (
-                json!(["a"]),
-                json!({"continue_on_error":1}),
-                "continue_on_error must be a boolean",
-            ),
-            (
-                json!(["a"]),
-                json!({"timeout":0}),
-                "chain-config.timeout must be a positive number",
-            ),
-            (
-                json!(["a"]),
-                json!({"retries":1}),
-                "chain-config: unknown field 'retries'",
-            ),
-        ] {
-            let e = compile(&r, json!({"chain":chain,"chain-config":cc}))
-                .err()
-                .unwrap_or_default();
-            assert!(
-                e.starts_with("Invalid chain configuration: ") && e.contains(why),
-                "{chain} {cc}: {e}"
-            );
-        }
-        let ok = compile(&r, json!({"chain":["a",{"module":"b","retry":{"enabled":true}}],"chain-config":{"execution":"parallel"}})).unwrap();
-        assert_eq!(ok.sink.module(), "chain");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn every_step_must_take_the_event() {
-        let (a, b) = (FakeSink::new(), FakeSink::new());
-        let r = registry(&a, &b);
-        let seq = compile(&r, json!({"chain":["a",{"module":"b","retry":{"enabled":true,"max_attempts":3,"initial_delay":0.1}}]})).unwrap();
-        b.push([Outcome::Fail(SinkError::Timeout)]);
-        seq.sink.deliver(&event(json!({"n":1}))).await.unwrap();
-        assert_eq!(
-            (a.delivered().len(), b.delivered().len(), b.attempts()),
-            (1, 1, 2)
-        );
-
-        // continue_on_error: false stops at the first failure; the chain fails retryably.
-        let stop = compile(
-            &r,
-            json!({"chain":["a","b"],"chain-config":{"continue_on_error":false}}),
-        )
-        .unwrap();
-        a.push([Outcome::Fail(SinkError::Unavailable("down".into()))]);
-        let e = stop.sink.deliver(&event(json!({"n":2}))).await.unwrap_err();
-        assert!(e.retryable(), "{e}");
-        assert_eq!(b.attempts(), 2, "b never ran");
-
-        // Default: every step runs; a rejection alone is not retryable.
-        a.push([Outcome::Fail(SinkError::Rejected("bad".into()))]);
-        let e = seq.sink.deliver(&event(json!({"n":3}))).await.unwrap_err();
-        assert!(!e.retryable());
-        assert_eq!(b.delivered().len(), 2);
-
-        // Parallel, under the chain timeout.
-        let par = compile(
-            &r,
-            json!({"chain":["a","b"],"chain-config":{"execution":"parallel","timeout":2}}),
-        )
-        .unwrap();
-        b.push([Outcome::Hang]);
-        let started = tokio::time::Instant::now();
-        let e = par.sink.deliver(&event(json!({"n":4}))).await.unwrap_err();
-        assert_eq!(
-            (e.retryable(), started.elapsed()),
-            (true, Duration::from_secs(2))
-        );
-        assert_eq!(a.delivered().len(), 2);
     }
 }

@@ -111,7 +111,7 @@ impl CredentialCleanup {
         Ok(c)
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 

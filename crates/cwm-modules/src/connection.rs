@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use cwm_config::ConnectionConfig;
 use serde::Serialize;
 
-use crate::context::ModuleContext;
-use crate::sink::SinkError;
+use crate::event::SinkError;
+use crate::outbound::HttpClient;
 
 /// A client for one version of one connection (a Kafka producer, a Redis connection, ...).
 #[async_trait]
@@ -37,8 +37,45 @@ pub trait Client: Any + Send + Sync {
 pub type ClientFactory = fn(
     name: &str,
     config: &ConnectionConfig,
-    modules: &ModuleContext,
+    deps: ClientDeps<'_>,
 ) -> Result<Arc<dyn Client>, String>;
+
+/// Where the process's outbound HTTP client comes from ([`ModuleContext`] in a running process).
+///
+/// [`ModuleContext`]: crate::ModuleContext
+#[cfg_attr(
+    not(feature = "clickhouse"),
+    allow(dead_code, reason = "only the clickhouse client uses the HTTP client")
+)]
+pub(crate) trait HttpSource: Send + Sync {
+    /// The shared HTTP(S) client, built on first use.
+    fn http_client(&self) -> Result<HttpClient, String>;
+}
+
+/// What a [`ClientFactory`] may use of the process's shared resources: the outbound HTTP client.
+#[derive(Clone, Copy)]
+#[cfg_attr(
+    not(feature = "clickhouse"),
+    allow(dead_code, reason = "only the clickhouse client uses the HTTP client")
+)]
+pub struct ClientDeps<'a> {
+    http: &'a dyn HttpSource,
+}
+
+impl<'a> ClientDeps<'a> {
+    pub(crate) fn new(http: &'a dyn HttpSource) -> Self {
+        Self { http }
+    }
+
+    /// The process's HTTP(S) client, built on first use.
+    #[cfg_attr(
+        not(feature = "clickhouse"),
+        allow(dead_code, reason = "only the clickhouse client uses the HTTP client")
+    )]
+    pub(crate) fn http_client(&self) -> Result<HttpClient, String> {
+        self.http.http_client()
+    }
+}
 
 /// How deliveries through a connection have been going, as `/health` and `/admin/config-status`
 /// show it. Sinks report each outcome with [`Connection::report`].
@@ -119,7 +156,8 @@ impl<T: ?Sized> Lease<T> {
 }
 
 impl Connection {
-    pub fn name(&self) -> &str {
+    /// The connection's name in the config.
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -178,9 +216,12 @@ impl Connection {
 /// What `/admin/config-status` shows of one connection. Never holds secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionStatus {
+    /// The connection's name in the config.
     pub connection_name: String,
+    /// The connection `type`; `None` once the connection is no longer configured.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// How deliveries through it have been going.
     pub state: ConnectionState,
     /// 1 for the first client of this name, +1 at every config change.
     pub version: u64,
@@ -258,7 +299,7 @@ impl Connections {
     pub fn sync<'a>(
         &self,
         connections: impl IntoIterator<Item = (&'a str, &'a Arc<ConnectionConfig>)>,
-        modules: &ModuleContext,
+        deps: ClientDeps<'_>,
     ) {
         let mut retired = Vec::new();
         let mut slots = self.slots();
@@ -283,7 +324,7 @@ impl Connections {
                 continue;
             }
             let client = match self.inner.factories.get(config.kind.as_str()) {
-                Some(factory) => factory(name, config, modules),
+                Some(factory) => factory(name, config, deps),
                 None => Err(format!("no client for connection type '{}'", config.kind)),
             };
             if let Err(e) = &client
@@ -497,7 +538,7 @@ mod tests {
         }
     }
 
-    fn probe(_: &str, c: &ConnectionConfig, _: &ModuleContext) -> Result<Arc<dyn Client>, String> {
+    fn probe(_: &str, c: &ConnectionConfig, _: ClientDeps<'_>) -> Result<Arc<dyn Client>, String> {
         Ok(Arc::new(Probe(c.host.clone().unwrap_or_default())))
     }
 
@@ -508,20 +549,26 @@ mod tests {
     #[tokio::test]
     async fn one_client_per_connection_rebuilt_on_change_old_closed_after_last_use() {
         let registry = Connections::new([("probe", probe as ClientFactory)]);
-        let ctx = ModuleContext::new();
+        struct NoHttp;
+        impl HttpSource for NoHttp {
+            fn http_client(&self) -> Result<HttpClient, String> {
+                Err("no HTTP client in this test".into())
+            }
+        }
+        let ctx = ClientDeps::new(&NoHttp);
         let slot = registry.get("q");
         assert!(slot.client::<Probe>().unwrap_err().retryable(), "missing");
         assert_eq!(registry.status()[0].state, ConnectionState::Missing);
 
         let a = conn("a");
-        registry.sync([("q", &a)], &ctx);
+        registry.sync([("q", &a)], ctx);
         let first = slot.client::<Probe>().unwrap();
         assert_eq!((first.0.as_str(), first.version()), ("a", 1));
         // The same config again (a reload that changed nothing) keeps the client.
-        registry.sync([("q", &conn("a"))], &ctx);
+        registry.sync([("q", &conn("a"))], ctx);
         assert_eq!(slot.client::<Probe>().unwrap().version(), 1);
 
-        registry.sync([("q", &conn("b"))], &ctx);
+        registry.sync([("q", &conn("b"))], ctx);
         let second = slot.client::<Probe>().unwrap();
         assert_eq!((second.0.as_str(), second.version()), ("b", 2));
         // The old client is not closed while a delivery holds it.
@@ -544,11 +591,11 @@ mod tests {
         assert_eq!(registry.status()[0].state, ConnectionState::Healthy);
 
         // Removed: deliveries fail retryably; a type without a client is reported as such.
-        registry.sync(std::iter::empty(), &ctx);
+        registry.sync(std::iter::empty(), ctx);
         assert!(slot.client::<Probe>().is_err());
         let other: Arc<ConnectionConfig> =
             Arc::new(serde_json::from_value(json!({"type":"mqtt"})).unwrap());
-        registry.sync([("q", &other)], &ctx);
+        registry.sync([("q", &other)], ctx);
         assert_eq!(registry.status()[0].state, ConnectionState::Unsupported);
         drop(second);
         registry.close_all(Duration::from_secs(1)).await;

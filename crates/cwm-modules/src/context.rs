@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::connection::Connections;
+use crate::connection::{ClientDeps, ClientFactory, Connections, HttpSource};
 use crate::outbound::HttpClient;
 use crate::sinks::log::writer::{DEFAULT_QUEUE_BYTES, LogWriter};
 
@@ -28,17 +28,6 @@ struct Shared {
     observer: OnceLock<Observer>,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
-        Self {
-            log: OnceLock::new(),
-            http: OnceLock::new(),
-            connections: Connections::new(crate::sinks::clients()),
-            observer: OnceLock::new(),
-        }
-    }
-}
-
 /// Sees every delivery attempt of every sink (chain steps included): module, success, time taken.
 pub type Observer = Arc<dyn Fn(&'static str, bool, Duration) + Send + Sync>;
 
@@ -46,12 +35,27 @@ impl ModuleContext {
     /// Default of [`with_log_queue_max_bytes`](Self::with_log_queue_max_bytes): 64 MiB.
     pub const DEFAULT_LOG_QUEUE_MAX_BYTES: usize = DEFAULT_QUEUE_BYTES;
 
-    pub fn new() -> Self {
+    /// A context whose connection registry builds clients with `factories`, keyed by connection
+    /// `type`. [`ModuleContext::new`] (defined next to the list of the crate's clients, in
+    /// `sinks/mod.rs`) passes every client this build ships.
+    pub(crate) fn with_client_factories(
+        factories: impl IntoIterator<Item = (&'static str, ClientFactory)>,
+    ) -> Self {
         Self {
             base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             log_queue_max_bytes: Self::DEFAULT_LOG_QUEUE_MAX_BYTES,
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                log: OnceLock::new(),
+                http: OnceLock::new(),
+                connections: Connections::new(factories),
+                observer: OnceLock::new(),
+            }),
         }
+    }
+
+    /// What connection clients may use of this context, for [`Connections::sync`].
+    pub(crate) fn client_deps(&self) -> ClientDeps<'_> {
+        ClientDeps::new(self)
     }
 
     /// At most `bytes` of `log` lines wait for stdout; beyond that `deliver` fails at once with a
@@ -145,6 +149,12 @@ impl ModuleContext {
             .http
             .set(crate::outbound::build_client_with(lookup));
         ctx
+    }
+}
+
+impl HttpSource for ModuleContext {
+    fn http_client(&self) -> Result<HttpClient, String> {
+        ModuleContext::http_client(self)
     }
 }
 

@@ -99,7 +99,9 @@ impl Sink for FakeSink {
 /// Registers a [`FakeSink`] under `name`: every webhook naming the module delivers to it.
 #[derive(Debug, Clone)]
 pub struct FakeBuilder {
+    /// The module name it registers under.
     pub name: &'static str,
+    /// The sink every build returns (clones share its script and record).
     pub sink: FakeSink,
 }
 

@@ -8,11 +8,13 @@
 //! Invariant: sinks know nothing about HTTP requests or config sources; validators see a request
 //! head and body, never a connection.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod chain;
 pub mod cleanup;
 pub mod connection;
 pub mod context;
+mod event;
 pub mod fake;
 mod opts;
 pub(crate) mod outbound;

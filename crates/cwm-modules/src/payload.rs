@@ -28,10 +28,13 @@ pub struct JsonLimits {
 /// Why a JSON body was refused; `Display` is the client-facing `detail`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
+    /// The body is not valid JSON.
     #[error("Malformed JSON payload")]
     Malformed,
+    /// Nested deeper than allowed: (depth, limit).
     #[error("JSON too deeply nested: {0} levels (max: {1})")]
     TooDeep(usize, usize),
+    /// A string longer than allowed: (length in chars, limit).
     #[error("String too long: {0} chars (max: {1})")]
     StringTooLong(usize, usize),
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cwm_config::names::is_valid_module_name;
 use cwm_config::{Ack, Compiler, ConnectionConfig, DataType, WebhookConfig};
 
-use crate::chain::Chain;
+use crate::chain::{Chain, StepBuilder};
 use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
 use crate::retry::Retry;
@@ -17,10 +17,13 @@ use crate::validators::{BuildContext, Validators};
 /// A webhook ready to serve: what the request path reads of its config and its sink, built once
 /// per config version.
 pub struct CompiledWebhook {
+    /// What the request path reads of the config.
     pub config: RequestConfig,
     /// The checks a request must pass, built once.
     pub validators: Validators,
+    /// Where accepted events go (a chain is one sink).
     pub sink: Arc<dyn Sink>,
+    /// The webhook's `retry` policy; `None` for no retries and for chains (they retry per step).
     pub retry: Option<Retry>,
     /// What sinks must not see (credential_cleanup).
     pub cleanup: CredentialCleanup,
@@ -32,7 +35,9 @@ pub struct CompiledWebhook {
 /// hold 250,000 parsed copies of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestConfig {
+    /// How the body is read: `json` (checked and parsed) or `blob` (raw bytes).
     pub data_type: DataType,
+    /// When the sender gets its answer.
     pub ack: Ack,
 }
 
@@ -106,6 +111,7 @@ impl Registry {
         is_valid_module_name(module) && self.builders.contains_key(module)
     }
 
+    /// The shared resources sinks are built with.
     pub fn context(&self) -> &ModuleContext {
         &self.ctx
     }
@@ -183,10 +189,17 @@ impl Compiler for Registry {
         })
         .map_err(|e| e.to_string())?;
         let sink: Arc<dyn Sink> = match config.chain() {
-            Some(chain) => Arc::new(
-                Chain::build(self, id, &config, chain)
-                    .map_err(|e| format!("Invalid chain configuration: {e}"))?,
-            ),
+            Some(chain) => {
+                let steps = StepBuilder {
+                    is_registered: &|module: &str| self.contains(module),
+                    build: &|step: &WebhookConfig| self.build(id, step),
+                    observe: self.ctx.observer(),
+                };
+                Arc::new(
+                    Chain::build(&steps, &config, chain)
+                        .map_err(|e| format!("Invalid chain configuration: {e}"))?,
+                )
+            }
             None => self.build(id, &config).map_err(|e| e.to_string())?,
         };
         Ok(CompiledWebhook {
@@ -204,9 +217,10 @@ impl Compiler for Registry {
     }
 
     fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
-        self.ctx
-            .connections()
-            .sync(connections.iter().map(|(n, c)| (&**n, c)), &self.ctx);
+        self.ctx.connections().sync(
+            connections.iter().map(|(n, c)| (&**n, c)),
+            self.ctx.client_deps(),
+        );
     }
 }
 
@@ -265,5 +279,190 @@ mod tests {
             let e = compile(doc).err().unwrap_or_default();
             assert!(e.contains(why), "{doc}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    //! `chain` webhooks, compiled through the registry (chain.rs builds steps with what the
+    //! registry hands it).
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fake::{FakeBuilder, FakeSink, Outcome, event};
+    use crate::sink::SinkError;
+
+    fn registry(a: &FakeSink, b: &FakeSink) -> Registry {
+        let mut r = Registry::new(ModuleContext::new());
+        r.register(FakeBuilder {
+            name: "a",
+            sink: a.clone(),
+        });
+        r.register(FakeBuilder {
+            name: "b",
+            sink: b.clone(),
+        });
+        r
+    }
+
+    fn compile(r: &Registry, doc: Value) -> Result<CompiledWebhook, String> {
+        cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc)
+    }
+
+    #[test]
+    fn invalid_chains_are_rejected_with_the_upstream_messages() {
+        let (a, b) = (FakeSink::new(), FakeSink::new());
+        let r = registry(&a, &b);
+        for (chain, cc, why) in [
+            (json!("a"), Value::Null, "Chain must be a list/array"),
+            (
+                json!([]),
+                Value::Null,
+                "Chain must contain at least 1 module",
+            ),
+            (
+                json!(vec!["a"; 21]),
+                Value::Null,
+                "Chain length 21 exceeds security limit 20",
+            ),
+            (
+                json!(["nope"]),
+                Value::Null,
+                "Chain item 0: module 'nope' is not registered",
+            ),
+            (
+                json!([{"connection":"x"}]),
+                Value::Null,
+                "Chain item 0: missing required 'module' field",
+            ),
+            (
+                json!([{"module":7}]),
+                Value::Null,
+                "Chain item 0: 'module' must be a string",
+            ),
+            (
+                json!(["a",{"module":" "}]),
+                Value::Null,
+                "Chain item 1: module name cannot be empty",
+            ),
+            (
+                json!([{"module":"a","connection":1}]),
+                Value::Null,
+                "'connection' must be a string if provided",
+            ),
+            (
+                json!([{"module":"a","module-config":[]}]),
+                Value::Null,
+                "'module-config' must be a dictionary if provided",
+            ),
+            (
+                json!([{"module":"a","topic":"t","module-config":{"topic":"t"}}]),
+                Value::Null,
+                "'topic' should be in 'module-config'",
+            ),
+            (
+                json!([{"module":"a","retry":{"enabled":"yes"}}]),
+                Value::Null,
+                "'retry.enabled' must be a boolean",
+            ),
+            (
+                json!([{"module":"a","retry":{"max_attempts":0}}]),
+                Value::Null,
+                "'retry.max_attempts' must be a positive integer",
+            ),
+            (
+                json!([{"module":"a","retry":1}]),
+                Value::Null,
+                "'retry' must be a dictionary if provided",
+            ),
+            (
+                json!([{"module":"a","extra":1}]),
+                Value::Null,
+                "unknown field 'extra'",
+            ),
+            (
+                json!([1]),
+                Value::Null,
+                "must be a string or dictionary, got int",
+            ),
+            (json!(["a"]), json!([]), "chain-config must be a dictionary"),
+            (
+                json!(["a"]),
+                json!({"execution":"both"}),
+                "chain-config.execution must be one of",
+            ),
+            (
+                json!(["a"]),
+                json!({"continue_on_error":1}),
+                "continue_on_error must be a boolean",
+            ),
+            (
+                json!(["a"]),
+                json!({"timeout":0}),
+                "chain-config.timeout must be a positive number",
+            ),
+            (
+                json!(["a"]),
+                json!({"retries":1}),
+                "chain-config: unknown field 'retries'",
+            ),
+        ] {
+            let e = compile(&r, json!({"chain":chain,"chain-config":cc}))
+                .err()
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("Invalid chain configuration: ") && e.contains(why),
+                "{chain} {cc}: {e}"
+            );
+        }
+        let ok = compile(&r, json!({"chain":["a",{"module":"b","retry":{"enabled":true}}],"chain-config":{"execution":"parallel"}})).unwrap();
+        assert_eq!(ok.sink.module(), "chain");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_step_must_take_the_event() {
+        let (a, b) = (FakeSink::new(), FakeSink::new());
+        let r = registry(&a, &b);
+        let seq = compile(&r, json!({"chain":["a",{"module":"b","retry":{"enabled":true,"max_attempts":3,"initial_delay":0.1}}]})).unwrap();
+        b.push([Outcome::Fail(SinkError::Timeout)]);
+        seq.sink.deliver(&event(json!({"n":1}))).await.unwrap();
+        assert_eq!(
+            (a.delivered().len(), b.delivered().len(), b.attempts()),
+            (1, 1, 2)
+        );
+
+        // continue_on_error: false stops at the first failure; the chain fails retryably.
+        let stop = compile(
+            &r,
+            json!({"chain":["a","b"],"chain-config":{"continue_on_error":false}}),
+        )
+        .unwrap();
+        a.push([Outcome::Fail(SinkError::Unavailable("down".into()))]);
+        let e = stop.sink.deliver(&event(json!({"n":2}))).await.unwrap_err();
+        assert!(e.retryable(), "{e}");
+        assert_eq!(b.attempts(), 2, "b never ran");
+
+        // Default: every step runs; a rejection alone is not retryable.
+        a.push([Outcome::Fail(SinkError::Rejected("bad".into()))]);
+        let e = seq.sink.deliver(&event(json!({"n":3}))).await.unwrap_err();
+        assert!(!e.retryable());
+        assert_eq!(b.delivered().len(), 2);
+
+        // Parallel, under the chain timeout.
+        let par = compile(
+            &r,
+            json!({"chain":["a","b"],"chain-config":{"execution":"parallel","timeout":2}}),
+        )
+        .unwrap();
+        b.push([Outcome::Hang]);
+        let started = tokio::time::Instant::now();
+        let e = par.sink.deliver(&event(json!({"n":4}))).await.unwrap_err();
+        assert_eq!(
+            (e.retryable(), started.elapsed()),
+            (true, Duration::from_secs(2))
+        );
+        assert_eq!(a.delivered().len(), 2);
     }
 }

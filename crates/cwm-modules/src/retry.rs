@@ -18,6 +18,7 @@ use crate::sink::{Event, Sink, SinkError};
 /// A retry policy with its error classification, built once at load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
+    /// Attempts and delays.
     pub policy: RetryPolicy,
     retryable: Option<Vec<String>>,
     non_retryable: Option<Vec<String>>,

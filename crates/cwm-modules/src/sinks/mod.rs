@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::connection::ClientFactory;
+use crate::context::ModuleContext;
 use crate::sink::SinkBuilder;
 
 #[cfg(feature = "clickhouse")]
@@ -46,4 +47,12 @@ pub(crate) fn clients() -> Vec<(&'static str, ClientFactory)> {
         #[cfg(feature = "clickhouse")]
         ("clickhouse", clickhouse::client as ClientFactory),
     ]
+}
+
+impl ModuleContext {
+    /// A context whose connection registry builds the client of every connection type this build
+    /// ships (the `clients` list above). Build one per process and clone it.
+    pub fn new() -> Self {
+        Self::with_client_factories(clients())
+    }
 }

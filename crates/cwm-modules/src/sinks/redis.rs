@@ -352,7 +352,7 @@ impl Client for RedisClient {
 pub(crate) fn client(
     name: &str,
     config: &ConnectionConfig,
-    _modules: &crate::context::ModuleContext,
+    _deps: crate::connection::ClientDeps<'_>,
 ) -> Result<Arc<dyn Client>, String> {
     let settings = RedisSettings::from_connection(config)?;
     Ok(Arc::new(RedisClient::new(

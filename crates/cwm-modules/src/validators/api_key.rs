@@ -3,7 +3,7 @@
 //! they are compared (the configured key once, at load); the comparison is constant-time.
 
 use super::config::Fields;
-use super::{ValidatorError, ct_eq};
+use super::validator::{ValidatorError, ct_eq};
 
 pub(super) struct ApiKey {
     /// The key, lower-cased unless `case_sensitive`.

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq,
+};
 
 pub(crate) const KEY: &str = "authorization";
 

@@ -13,7 +13,9 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::config::{Fields, section};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq,
+};
 
 pub(crate) const KEY: &str = "basic_auth";
 

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{BuildContext, ValidatorError};
+use super::validator::{BuildContext, ValidatorError};
 
 /// The config object of check `key`: `None` when the key is absent or `null`; `not_object` is
 /// the error for any other value that is not an object.

@@ -19,7 +19,9 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use super::config::{Fields, section};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq,
+};
 
 pub(crate) const KEY: &str = "digest_auth";
 

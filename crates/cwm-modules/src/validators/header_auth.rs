@@ -13,7 +13,9 @@ use http::HeaderName;
 
 use super::api_key::ApiKey;
 use super::config::section;
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "header_auth";
 

@@ -25,7 +25,9 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderName;
 
 use super::config::{Fields, section};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq,
+};
 
 pub(crate) const KEY: &str = "hmac";
 

@@ -21,7 +21,9 @@ use http::{HeaderMap, HeaderName};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "ip_whitelist";
 /// The webhook-level key listing the proxies whose forwarding headers are believed.

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "json_schema";
 

@@ -23,7 +23,9 @@ use serde_json::Value;
 use simple_asn1::ASN1Block;
 
 use super::config::{Fields, section};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "jwt";
 

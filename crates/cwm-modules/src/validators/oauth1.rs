@@ -51,7 +51,9 @@ use sha2::{Digest, Sha256};
 
 use super::config::section;
 use super::remote::pct;
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict, ct_eq,
+};
 
 pub(crate) const KEY: &str = "oauth1";
 

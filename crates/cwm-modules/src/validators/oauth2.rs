@@ -38,7 +38,9 @@ use serde_json::{Map, Value};
 
 use super::config::{Fields, section};
 use super::remote::{self, Endpoint, pct};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 use crate::outbound::{HttpClient, basic_auth};
 
 pub(crate) const KEY: &str = "oauth2";

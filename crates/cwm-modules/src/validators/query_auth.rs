@@ -17,7 +17,9 @@ use percent_encoding::percent_decode;
 
 use super::api_key::ApiKey;
 use super::config::section;
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "query_auth";
 

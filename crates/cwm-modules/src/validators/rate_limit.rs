@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::{Fields, section};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 
 pub(crate) const KEY: &str = "rate_limit";
 

@@ -32,7 +32,9 @@ use serde_json::{Map, Value};
 
 use super::config::section;
 use super::remote::{self, Endpoint, pct};
-use super::{BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{
+    BuildContext, Denial, Phase, RequestHead, Validator, ValidatorError, Verdict,
+};
 use crate::outbound::HttpClient;
 
 pub(crate) const KEY: &str = "recaptcha";

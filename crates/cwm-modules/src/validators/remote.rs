@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use cwm_config::model::is_metadata_host;
 
-use super::{BuildContext, Denial, ValidatorError};
+use super::validator::{BuildContext, Denial, ValidatorError};
 use crate::outbound::{
     ConnectGuardError, HttpClient, MAX_URL_LEN, USER_AGENT_VALUE, error_chain, refused_in,
     request_uri, split_host_port, split_url,

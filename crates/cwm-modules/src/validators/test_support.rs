@@ -7,7 +7,7 @@ use cwm_config::WebhookConfig;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value, json};
 
-use super::{BuildContext, Denial, RequestHead, Validator, ValidatorError, Verdict};
+use super::validator::{BuildContext, Denial, RequestHead, Validator, ValidatorError, Verdict};
 use crate::context::ModuleContext;
 
 /// A JSON object's members.
@@ -34,7 +34,7 @@ pub(crate) fn with_context<T>(id: &str, doc: Value, f: impl FnOnce(&BuildContext
 
 /// What `build` makes of webhook `hook` configured as `{key: value}`.
 pub(crate) fn build_with(
-    build: super::Build,
+    build: super::validator::Build,
     key: &str,
     value: Value,
 ) -> Result<Option<Arc<dyn Validator>>, ValidatorError> {

@@ -81,8 +81,7 @@ use std::sync::Arc;
 
 use cwm_config::ConnectionConfig;
 
-use crate::connection::Client;
-use crate::context::ModuleContext;
+use crate::connection::{Client, ClientDeps};
 use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
 
 pub use config::{ClickHouseConfig, Endpoint, http_port};
@@ -117,11 +116,11 @@ impl SinkBuilder for ClickHouseBuilder {
 pub(crate) fn client(
     name: &str,
     config: &ConnectionConfig,
-    modules: &ModuleContext,
+    deps: ClientDeps<'_>,
 ) -> Result<Arc<dyn Client>, String> {
     let endpoint =
         Endpoint::from_config(config).map_err(|e| format!("connection '{name}': {e}"))?;
-    let http = modules.http_client()?;
+    let http = deps.http_client()?;
     let client =
         ClickHouseClient::new(endpoint, http).map_err(|e| format!("connection '{name}': {e}"))?;
     Ok(Arc::new(client))

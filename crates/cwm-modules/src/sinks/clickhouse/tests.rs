@@ -209,11 +209,11 @@ fn http_port_mapping() {
 fn client_factory_does_no_io_and_checks_the_account() {
     let ctx = ModuleContext::new();
     let cfg = connection(json!({"type": "clickhouse", "host": "127.0.0.1", "port": 1}));
-    assert!(client("ch", &cfg, &ctx).is_ok());
+    assert!(client("ch", &cfg, ctx.client_deps()).is_ok());
     let cfg = connection(json!({
         "type": "clickhouse", "host": "127.0.0.1", "port": 1, "password": "a\nb"
     }));
-    let err = client("ch", &cfg, &ctx).err().unwrap();
+    let err = client("ch", &cfg, ctx.client_deps()).err().unwrap();
     assert!(err.contains("password") && !err.contains("a\nb"), "{err}");
 }
 
@@ -586,7 +586,7 @@ impl Setup {
     fn new(connection_doc: Value) -> Self {
         let ctx = ModuleContext::new();
         let cfg = Arc::new(connection(connection_doc));
-        ctx.connections().sync([("ch", &cfg)], &ctx);
+        ctx.connections().sync([("ch", &cfg)], ctx.client_deps());
         let registry = Registry::with_builtin_sinks(ctx.clone());
         Self { ctx, registry }
     }
@@ -858,7 +858,10 @@ async fn closing_the_connection_writes_queued_rows() {
 async fn an_unconfigured_connection_is_retryable() {
     let setup = Setup::new(json!({"type": "clickhouse", "host": "127.0.0.1", "port": 9000}));
     let sink = setup.sink("w", json!({}));
-    setup.ctx.connections().sync(std::iter::empty(), &setup.ctx);
+    setup
+        .ctx
+        .connections()
+        .sync(std::iter::empty(), setup.ctx.client_deps());
     let err = sink
         .deliver(&event(None, "w", json_payload("{}"), &[]))
         .await

@@ -94,7 +94,7 @@ impl SinkBuilder for KafkaBuilder {
 pub(crate) fn client(
     name: &str,
     config: &cwm_config::ConnectionConfig,
-    _modules: &crate::context::ModuleContext,
+    _deps: crate::connection::ClientDeps<'_>,
 ) -> Result<Arc<dyn crate::connection::Client>, String> {
     let (client_config, ignored) = config::producer_config(config)?;
     if !ignored.is_empty() {

@@ -33,8 +33,10 @@ fn registry(connections: Value) -> Registry {
             )
         })
         .collect();
-    ctx.connections()
-        .sync(configs.iter().map(|(n, c)| (n.as_str(), c)), &ctx);
+    ctx.connections().sync(
+        configs.iter().map(|(n, c)| (n.as_str(), c)),
+        ctx.client_deps(),
+    );
     Registry::with_builtin_sinks(ctx)
 }
 
