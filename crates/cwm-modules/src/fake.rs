@@ -125,3 +125,17 @@ pub fn event(payload: serde_json::Value) -> Event {
         received_at: SystemTime::now(),
     }
 }
+
+/// An event with `payload` and `headers` (lower-case names), for tests.
+pub fn event_with(payload: Payload, headers: &[(&str, &str)]) -> Event {
+    Event {
+        namespace: None,
+        webhook_id: "hook".into(),
+        payload,
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        received_at: SystemTime::now(),
+    }
+}

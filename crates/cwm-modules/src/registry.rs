@@ -177,6 +177,26 @@ fn check_connection_type(
     }
 }
 
+#[cfg(test)]
+impl Registry {
+    /// The built-in sinks, with `connections` (name, connection document) synced, for tests.
+    pub(crate) fn for_tests(connections: &[(&str, serde_json::Value)]) -> Self {
+        #[allow(clippy::unwrap_used)]
+        let list: Vec<(Arc<str>, Arc<ConnectionConfig>)> = connections
+            .iter()
+            .map(|(n, c)| {
+                (
+                    (*n).into(),
+                    Arc::new(serde_json::from_value(c.clone()).unwrap()),
+                )
+            })
+            .collect();
+        let registry = Self::with_builtin_sinks(ModuleContext::new());
+        registry.sync_connections(&list);
+        registry
+    }
+}
+
 impl Compiler for Registry {
     type Webhook = CompiledWebhook;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::opts::{truthy_or_true, truthy_value, yes};
 use cwm_config::ConnectionConfig;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -44,7 +45,7 @@ pub struct ClickHouseConfig {
     #[serde(default, deserialize_with = "optional_string")]
     pub table: Option<String>,
     /// Whether the `headers` column holds the request headers (default true) or `{}`.
-    #[serde(default = "yes", deserialize_with = "truthy")]
+    #[serde(default = "yes", deserialize_with = "truthy_or_true")]
     pub include_headers: bool,
     /// Accepted for the Python gateway's configs; every row has a `timestamp` anyway.
     #[serde(default)]
@@ -235,33 +236,6 @@ fn port_value(v: &Value) -> Option<u16> {
         _ => return None,
     };
     u16::try_from(n).ok().filter(|p| *p > 0)
-}
-
-/// Python truthiness, with strings read as booleans when they look like one.
-fn truthy_value(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "false" | "0" | "no" | "off" | ""
-        ),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn truthy<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(match v {
-        Value::Null => true,
-        v => truthy_value(&v),
-    })
 }
 
 fn optional_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

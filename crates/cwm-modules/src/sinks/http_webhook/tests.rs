@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use super::HttpWebhookBuilder;
 use super::config::{MAX_HEADER_VALUE, Target};
 use crate::context::ModuleContext;
+use crate::fake::event_with as event;
 use crate::outbound::MAX_URL_LEN;
 use crate::outbound::testing::Table;
-use crate::sink::{BuildError, Event, Payload, Sink, SinkBuilder, SinkContext, SinkError};
+use crate::sink::{BuildError, Payload, Sink, SinkBuilder, SinkContext, SinkError};
 
 /// The builder's answer for `config`, as the registry would build it.
 fn factory(config: &WebhookConfig, ctx: &ModuleContext) -> Result<Arc<dyn Sink>, BuildError> {
@@ -95,19 +96,6 @@ fn config(mc: Value) -> WebhookConfig {
 
 fn sink(mc: Value) -> Arc<dyn Sink> {
     factory(&config(mc), &ModuleContext::new()).unwrap()
-}
-
-fn event(payload: Payload, headers: &[(&str, &str)]) -> Event {
-    Event {
-        namespace: None,
-        webhook_id: "w".into(),
-        payload,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        received_at: SystemTime::now(),
-    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The `kafka` sink's `module-config` and the producer settings of a `kafka` connection.
 
+use crate::opts::truthy_or_false;
 use cwm_config::ConnectionConfig;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -23,7 +24,7 @@ pub struct KafkaSinkConfig {
     #[serde(default, deserialize_with = "opt_partition")]
     pub partition: Option<i32>,
     /// Copy every request header (lower-case names) into the message's Kafka headers.
-    #[serde(default, deserialize_with = "truthy")]
+    #[serde(default, deserialize_with = "truthy_or_false")]
     pub forward_headers: bool,
 }
 
@@ -156,21 +157,6 @@ fn opt_partition<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Erro
         .filter(|p| *p >= 0)
         .map(Some)
         .ok_or_else(bad)
-}
-
-/// Python truthiness, with the string forms `{$VAR}` substitution yields for booleans.
-fn truthy<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Null => false,
-        Value::Bool(b) => b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "false" | "0" | "no" | "off" | ""
-        ),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    })
 }
 
 /// A float as Python's `str()` writes it: the shortest round-trip digits, positional for

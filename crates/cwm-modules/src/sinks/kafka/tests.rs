@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cwm_config::ConnectionConfig;
@@ -16,6 +16,7 @@ use super::config::{producer_config, validate_topic};
 use super::sink::classify;
 use crate::connection::ConnectionState;
 use crate::context::ModuleContext;
+use crate::fake::event_with as event;
 use crate::sink::{Event, Payload, SinkError};
 use crate::{CompiledWebhook, Registry};
 
@@ -42,19 +43,6 @@ fn registry(connections: Value) -> Registry {
 
 fn compile(r: &Registry, doc: Value) -> Result<CompiledWebhook, String> {
     cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc)
-}
-
-fn event(payload: Payload, headers: &[(&str, &str)]) -> Event {
-    Event {
-        namespace: None,
-        webhook_id: "hook".into(),
-        payload,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        received_at: SystemTime::now(),
-    }
 }
 
 fn json_event(v: Value, headers: &[(&str, &str)]) -> Event {

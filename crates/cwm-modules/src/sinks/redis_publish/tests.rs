@@ -4,29 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use cwm_config::{Compiler, ConnectionConfig, WebhookConfig};
+use cwm_config::WebhookConfig;
 use cwm_testkit::Redis;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::Registry;
 use crate::sink::{Event, Payload, SinkError};
-use crate::{ModuleContext, Registry};
-
-fn registry(connections: &[(&str, Value)]) -> Registry {
-    let registry = Registry::with_builtin_sinks(ModuleContext::new());
-    let list: Vec<(Arc<str>, Arc<ConnectionConfig>)> = connections
-        .iter()
-        .map(|(n, c)| {
-            (
-                (*n).into(),
-                Arc::new(serde_json::from_value(c.clone()).unwrap()),
-            )
-        })
-        .collect();
-    registry.sync_connections(&list);
-    registry
-}
 
 fn build(registry: &Registry, webhook: Value) -> Result<Arc<dyn crate::Sink>, BuildError> {
     let config: WebhookConfig = serde_json::from_value(webhook).unwrap();
@@ -70,7 +55,7 @@ fn channel_checks() {
 
 #[test]
 fn build_takes_a_connection_or_the_redis_object() {
-    let r = registry(&[
+    let r = Registry::for_tests(&[
         ("pub", json!({"type": "redis-publish", "host": "127.0.0.1"})),
         (
             "rq",
@@ -143,7 +128,7 @@ async fn next_message(pubsub: &mut redis::aio::PubSub) -> Value {
 #[tokio::test]
 async fn both_forms_publish_what_a_subscriber_receives() {
     let redis = Redis::start();
-    let r = registry(&[(
+    let r = Registry::for_tests(&[(
         "pub",
         json!({"type": "redis-publish", "host": "127.0.0.1", "port": redis.port().to_string()}),
     )]);
@@ -218,7 +203,7 @@ async fn both_forms_publish_what_a_subscriber_receives() {
 async fn publish_to_a_stopped_redis_is_retryable() {
     let mut redis = Redis::start();
     let port = redis.port();
-    let r = registry(&[]);
+    let r = Registry::for_tests(&[]);
     let sink = build(
         &r,
         json!({"module": "redis_publish",
@@ -253,7 +238,7 @@ async fn credentials_are_used_and_noauth_is_a_rejection() {
             .extend(extra.as_object().unwrap().clone());
         c
     };
-    let r = registry(&[
+    let r = Registry::for_tests(&[
         ("good", conn(json!({"password": "s3cret", "db": "1"}))),
         ("empty", conn(json!({"password": ""}))),
     ]);

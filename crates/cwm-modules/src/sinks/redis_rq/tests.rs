@@ -2,49 +2,22 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cwm_config::{Compiler, ConnectionConfig, WebhookConfig};
+use cwm_config::WebhookConfig;
 use cwm_testkit::Redis;
 use serde_json::{Value, json};
 use serde_pickle::{HashableValue, Value as Py};
 
 use super::*;
-use crate::sink::{Event, Payload, SinkError};
-use crate::{ModuleContext, Registry};
-
-fn registry(connections: &[(&str, Value)]) -> Registry {
-    let registry = Registry::with_builtin_sinks(ModuleContext::new());
-    let list: Vec<(Arc<str>, Arc<ConnectionConfig>)> = connections
-        .iter()
-        .map(|(n, c)| {
-            (
-                (*n).into(),
-                Arc::new(serde_json::from_value(c.clone()).unwrap()),
-            )
-        })
-        .collect();
-    registry.sync_connections(&list);
-    registry
-}
+use crate::Registry;
+use crate::fake::event_with as event;
+use crate::sink::{Payload, SinkError};
 
 fn build(registry: &Registry, webhook: Value) -> Result<Arc<dyn crate::Sink>, BuildError> {
     let config: WebhookConfig = serde_json::from_value(webhook).unwrap();
     registry.build("hook", &config)
-}
-
-fn event(payload: Payload, headers: &[(&str, &str)]) -> Event {
-    Event {
-        namespace: None,
-        webhook_id: "hook".into(),
-        payload,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        received_at: SystemTime::now(),
-    }
 }
 
 fn redis_conn(redis: &Redis) -> redis::Connection {
@@ -110,7 +83,7 @@ fn queue_name_checks() {
 
 #[test]
 fn build_checks_config_and_connection() {
-    let r = registry(&[
+    let r = Registry::for_tests(&[
         (
             "rq",
             json!({"type": "redis-rq", "host": "127.0.0.1", "port": "6390"}),
@@ -191,7 +164,7 @@ fn is_rq_timestamp(s: &str) -> bool {
 #[tokio::test]
 async fn a_job_is_written_as_rq_writes_it() {
     let redis = Redis::start();
-    let r = registry(&[(
+    let r = Registry::for_tests(&[(
         "rq",
         json!({"type": "redis-rq", "host": "127.0.0.1", "port": redis.port().to_string()}),
     )]);
@@ -338,7 +311,7 @@ async fn a_job_is_written_as_rq_writes_it() {
 #[tokio::test]
 async fn redis_down_is_retryable_and_the_same_sink_recovers() {
     let mut redis = Redis::start();
-    let r = registry(&[(
+    let r = Registry::for_tests(&[(
         "rq",
         json!({"type": "redis", "host": "127.0.0.1", "port": redis.port()}),
     )]);
@@ -381,7 +354,7 @@ async fn redis_down_is_retryable_and_the_same_sink_recovers() {
 
     // Never reachable from the start: a first connect that fails is tried again next time.
     let port = cwm_testkit::free_port();
-    let r = registry(&[(
+    let r = Registry::for_tests(&[(
         "rq",
         json!({"type": "redis-rq", "host": "127.0.0.1", "port": port}),
     )]);
@@ -401,7 +374,7 @@ async fn redis_down_is_retryable_and_the_same_sink_recovers() {
 async fn error_replies_are_rejections_and_credentials_are_used() {
     let redis = Redis::start_with(&["--requirepass", "s3cret"]);
     let conn = |password: &str| json!({"type": "redis-rq", "host": "127.0.0.1", "port": redis.port(), "password": password});
-    let r = registry(&[
+    let r = Registry::for_tests(&[
         ("good", conn("s3cret")),
         ("bad", conn("wrong")),
         (
