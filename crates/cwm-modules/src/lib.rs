@@ -7,6 +7,32 @@
 //!
 //! Invariant: sinks know nothing about HTTP requests or config sources; validators see a request
 //! head and body, never a connection.
+//!
+//! ```
+//! use cwm_modules::fake::{FakeBuilder, FakeSink, event};
+//! use cwm_modules::{ModuleContext, Registry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A registry with one module, `audit`, delivering to a scriptable fake destination.
+//! let fake = FakeSink::new();
+//! let mut registry = Registry::new(ModuleContext::new());
+//! registry.register(FakeBuilder { name: "audit", sink: fake.clone() });
+//!
+//! // Compile a webhook config as a config backend does: checks, validators, sink.
+//! let doc = serde_json::json!({"module": "audit", "authorization": "Bearer s3cret"});
+//! let hook = cwm_config::compile_webhook(&registry, &|_: &str| None, "orders", doc).unwrap();
+//! assert_eq!(hook.validators.names().collect::<Vec<_>>(), ["authorization"]);
+//!
+//! // Deliver an event to its sink.
+//! hook.sink.deliver(&event(serde_json::json!({"order": 42}))).await.unwrap();
+//! assert_eq!(fake.delivered().len(), 1);
+//!
+//! // A module nobody registered rejects the webhook at load.
+//! let err = cwm_config::compile_webhook(&registry, &|_: &str| None, "x", serde_json::json!({"module": "nope"}));
+//! assert!(err.unwrap_err().contains("unknown module 'nope'"));
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
