@@ -44,3 +44,31 @@ pub enum ConfigError {
     #[error("file watcher: {0}")]
     Watch(String),
 }
+
+/// Why one webhook or connection entry was refused at load. Its `Display` is the reason
+/// `/admin/config-status` shows; it never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// The webhook id or connection name breaks the naming rules.
+    #[error("{0}")]
+    Name(String),
+    /// The document is not a valid entry (JSON, shape, substitution, connection host rules).
+    #[error(transparent)]
+    Entry(#[from] crate::model::EntryError),
+    /// The compiler refused it: an unknown module, a check or option that cannot work, a
+    /// connection that is missing or of the wrong type, an invalid chain.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for CompileError {
+    fn from(reason: String) -> Self {
+        Self::Refused(reason)
+    }
+}
+
+impl From<&str> for CompileError {
+    fn from(reason: &str) -> Self {
+        Self::Refused(reason.to_owned())
+    }
+}

@@ -290,7 +290,8 @@ impl<C: Compiler> FileProvider<C> {
                 Err(reason) => {
                     diff.rejected += 1;
                     let previous = current.webhook_exact(FILE_NAMESPACE, id).cloned();
-                    self.store.reject(&key, reason, previous.is_some());
+                    self.store
+                        .reject(&key, reason.to_string(), previous.is_some());
                     if let Some(p) = previous {
                         next.put_webhook(FILE_NAMESPACE, id, p);
                     }
@@ -315,7 +316,8 @@ impl<C: Compiler> FileProvider<C> {
                 Err(reason) => {
                     diff.rejected += 1;
                     let previous = current.connection(name).cloned();
-                    self.store.reject(&key, reason, previous.is_some());
+                    self.store
+                        .reject(&key, reason.to_string(), previous.is_some());
                     if let Some(p) = previous {
                         next.put_connection(name, p);
                     }
@@ -451,7 +453,11 @@ mod tests {
     struct TestCompiler;
     impl Compiler for TestCompiler {
         type Webhook = WebhookConfig;
-        fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+        fn compile(
+            &self,
+            _id: &str,
+            config: WebhookConfig,
+        ) -> Result<WebhookConfig, crate::CompileError> {
             match config.module.as_deref() {
                 Some("nope") => Err("unknown module 'nope'".into()),
                 Some(_) => Ok(config),
@@ -469,10 +475,14 @@ mod tests {
     struct ConnCompiler(std::sync::Mutex<Vec<String>>);
     impl Compiler for ConnCompiler {
         type Webhook = WebhookConfig;
-        fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+        fn compile(
+            &self,
+            _id: &str,
+            config: WebhookConfig,
+        ) -> Result<WebhookConfig, crate::CompileError> {
             match &config.connection {
                 Some(c) if !self.0.lock().unwrap().contains(c) => {
-                    Err(format!("connection '{c}' is not defined"))
+                    Err(format!("connection '{c}' is not defined").into())
                 }
                 _ => Ok(config),
             }

@@ -18,7 +18,7 @@
 //! use cwm_config::{Ack, PassThrough, Snapshot, Store, WebhookConfig, compile_webhook};
 //! use serde_json::json;
 //!
-//! # fn main() -> Result<(), String> {
+//! # fn main() -> Result<(), cwm_config::CompileError> {
 //! // Variables come from an `Env`: the process environment (`ProcessEnv`) or, here, a closure.
 //! let env = |name: &str| (name == "ORDERS_TOKEN").then(|| "s3cret".to_owned());
 //! let entry = json!({"module": "log", "authorization": "{$ORDERS_TOKEN}", "ack": "receive"});
@@ -52,7 +52,7 @@ pub mod provider;
 pub mod snapshot;
 pub mod subst;
 
-pub use error::ConfigError;
+pub use error::{CompileError, ConfigError};
 pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{

@@ -78,7 +78,7 @@ pub fn validate_entries<C: Compiler>(
         if let Err(reason) = compile_webhook(compiler, env, id, v.clone()) {
             out.push(Invalid {
                 key: format!("webhooks/{id}"),
-                reason,
+                reason: reason.to_string(),
             });
         }
     }
@@ -86,7 +86,7 @@ pub fn validate_entries<C: Compiler>(
         if let Err(reason) = parse_connection(env, name, v.clone()) {
             out.push(Invalid {
                 key: format!("connections/{name}"),
-                reason,
+                reason: reason.to_string(),
             });
         }
     }

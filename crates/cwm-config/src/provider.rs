@@ -7,7 +7,7 @@ use arc_swap::Guard;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::error::ConfigError;
+use crate::error::{CompileError, ConfigError};
 use crate::model::WebhookConfig;
 use crate::snapshot::{Rejection, Snapshot, Store};
 
@@ -20,7 +20,7 @@ pub trait Compiler: Send + Sync + 'static {
     type Webhook: Send + Sync + 'static;
     /// Compile webhook `id`. `Err` carries the reason shown in `/admin/config-status`; it must
     /// not contain secret values.
-    fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, String>;
+    fn compile(&self, id: &str, config: WebhookConfig) -> Result<Self::Webhook, CompileError>;
 
     /// The whole set of connections changed (a load, a reload, a watch event). Backends call it
     /// before compiling the webhooks of the same change, so a compiler that resolves connections
@@ -187,7 +187,7 @@ pub struct PassThrough;
 impl Compiler for PassThrough {
     type Webhook = WebhookConfig;
 
-    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, CompileError> {
         Ok(config)
     }
 }
@@ -199,9 +199,9 @@ pub fn compile_webhook<C: Compiler>(
     env: &dyn crate::subst::Env,
     id: &str,
     value: serde_json::Value,
-) -> Result<C::Webhook, String> {
+) -> Result<C::Webhook, CompileError> {
     check_webhook_id(id)?;
-    let config = WebhookConfig::from_value(value, env).map_err(|e| e.to_string())?;
+    let config = WebhookConfig::from_value(value, env)?;
     compiler.compile(id, config)
 }
 
@@ -213,21 +213,24 @@ pub fn compile_webhook_json<C: Compiler>(
     env: &dyn crate::subst::Env,
     id: &str,
     json: &[u8],
-) -> Result<C::Webhook, String> {
+) -> Result<C::Webhook, CompileError> {
     let config = WebhookConfig::from_json(json, env);
     // Same order of checks as parsing the text first, then calling `compile_webhook`.
     if let Err(e @ crate::model::EntryError::Json(_)) = &config {
-        return Err(e.to_string());
+        return Err(e.clone().into());
     }
     check_webhook_id(id)?;
-    compiler.compile(id, config.map_err(|e| e.to_string())?)
+    compiler.compile(id, config?)
 }
 
-fn check_webhook_id(id: &str) -> Result<(), String> {
+fn check_webhook_id(id: &str) -> Result<(), CompileError> {
     if id.trim() != id {
-        return Err("invalid webhook id: surrounding whitespace".into());
+        return Err(CompileError::Name(
+            "invalid webhook id: surrounding whitespace".into(),
+        ));
     }
-    crate::names::validate_webhook_id(id).map_err(|e| format!("invalid webhook id: {e}"))
+    crate::names::validate_webhook_id(id)
+        .map_err(|e| CompileError::Name(format!("invalid webhook id: {e}")))
 }
 
 /// Validate one connection entry exactly as every backend does.
@@ -235,11 +238,11 @@ pub fn parse_connection(
     env: &dyn crate::subst::Env,
     name: &str,
     value: serde_json::Value,
-) -> Result<crate::model::ConnectionConfig, String> {
+) -> Result<crate::model::ConnectionConfig, CompileError> {
     if name.trim().is_empty() {
-        return Err("empty connection name".into());
+        return Err(CompileError::Name("empty connection name".into()));
     }
-    crate::model::ConnectionConfig::from_value(value, env).map_err(|e| e.to_string())
+    Ok(crate::model::ConnectionConfig::from_value(value, env)?)
 }
 
 #[cfg(test)]

@@ -30,7 +30,11 @@ struct TestCompiler;
 
 impl Compiler for TestCompiler {
     type Webhook = WebhookConfig;
-    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+    fn compile(
+        &self,
+        _id: &str,
+        config: WebhookConfig,
+    ) -> Result<WebhookConfig, cwm_config::CompileError> {
         match config.module.as_deref() {
             Some("nope") => Err("unknown module 'nope'".into()),
             _ => Ok(config),
@@ -1345,10 +1349,14 @@ struct ConnCompiler {
 
 impl Compiler for ConnCompiler {
     type Webhook = WebhookConfig;
-    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+    fn compile(
+        &self,
+        _id: &str,
+        config: WebhookConfig,
+    ) -> Result<WebhookConfig, cwm_config::CompileError> {
         match &config.connection {
             Some(name) if !self.known.lock().unwrap().contains(name) => {
-                Err(format!("connection '{name}' is not defined"))
+                Err(format!("connection '{name}' is not defined").into())
             }
             _ => Ok(config),
         }

@@ -30,7 +30,7 @@
 //!
 //! // A module nobody registered rejects the webhook at load.
 //! let err = cwm_config::compile_webhook(&registry, &|_: &str| None, "x", serde_json::json!({"module": "nope"}));
-//! assert!(err.unwrap_err().contains("unknown module 'nope'"));
+//! assert!(err.unwrap_err().to_string().contains("unknown module 'nope'"));
 //! # }
 //! ```
 #![forbid(unsafe_code)]

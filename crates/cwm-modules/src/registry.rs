@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cwm_config::names::is_valid_module_name;
-use cwm_config::{Ack, Compiler, ConnectionConfig, DataType, WebhookConfig};
+use cwm_config::{Ack, CompileError, Compiler, ConnectionConfig, DataType, WebhookConfig};
 
 use crate::chain::{Chain, StepBuilder};
 use crate::cleanup::CredentialCleanup;
@@ -200,7 +200,7 @@ impl Registry {
 impl Compiler for Registry {
     type Webhook = CompiledWebhook;
 
-    fn compile(&self, id: &str, config: WebhookConfig) -> Result<CompiledWebhook, String> {
+    fn compile(&self, id: &str, config: WebhookConfig) -> Result<CompiledWebhook, CompileError> {
         let cleanup = CredentialCleanup::from_config(&config)?;
         let validators = Validators::build(&BuildContext {
             webhook_id: id,
@@ -252,6 +252,7 @@ mod tests {
         let registry =
             Registry::with_builtin_sinks(ModuleContext::with_log_target(Box::new(std::io::sink())));
         cwm_config::compile_webhook_json(&registry, &|_: &str| None, "hook", doc.as_bytes())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -328,7 +329,7 @@ mod chain_tests {
     }
 
     fn compile(r: &Registry, doc: Value) -> Result<CompiledWebhook, String> {
-        cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc)
+        cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -32,13 +32,13 @@ pub(crate) fn evaluate<'k, C: Compiler>(
         Ok(KeyRef::Webhook { namespace, id }) => Entry::Webhook {
             namespace,
             id,
-            result: compile_webhook_json(compiler, env, id, value),
+            result: compile_webhook_json(compiler, env, id, value).map_err(|e| e.to_string()),
         },
         Ok(KeyRef::Connection { name }) => Entry::Connection {
             name,
             result: serde_json::from_slice(value)
                 .map_err(|e| crate::EntryError::Json(e.to_string()).to_string())
-                .and_then(|v| parse_connection(env, name, v)),
+                .and_then(|v| parse_connection(env, name, v).map_err(|e| e.to_string())),
         },
     }
 }

@@ -22,10 +22,14 @@ struct ConnCompiler {
 impl Compiler for ConnCompiler {
     type Webhook = WebhookConfig;
 
-    fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, String> {
+    fn compile(
+        &self,
+        _id: &str,
+        config: WebhookConfig,
+    ) -> Result<WebhookConfig, crate::CompileError> {
         match &config.connection {
             Some(name) if !self.known.lock().unwrap().contains(name) => {
-                Err(format!("connection '{name}' is not defined"))
+                Err(format!("connection '{name}' is not defined").into())
             }
             _ => Ok(config),
         }

@@ -42,7 +42,7 @@ fn registry(connections: Value) -> Registry {
 }
 
 fn compile(r: &Registry, doc: Value) -> Result<CompiledWebhook, String> {
-    cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc)
+    cwm_config::compile_webhook(r, &|_: &str| None, "hook", doc).map_err(|e| e.to_string())
 }
 
 fn json_event(v: Value, headers: &[(&str, &str)]) -> Event {
