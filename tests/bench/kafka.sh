@@ -39,20 +39,7 @@ port=$(free_port)
 pids+=("$!")
 wait_port "$port"
 
-run() { # path -> "rps p99_ms non2xx"
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s tests/bench/post.lua "http://127.0.0.1:$port$1" >"$work/wrk.out"
-  python3 - "$work/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", t).group(1))
-non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", t)
-print(rps, p99, non2xx.group(1) if non2xx else 0)
-PY
-}
+run() { wrk_rps_p99 "http://127.0.0.1:$port$1"; } # path -> "rps p99_ms non2xx"
 # Warm-up, not counted: the producer's broker connections, the log writer.
 wrk -t"$THREADS" -c"$CONNS" -d2s -s tests/bench/post.lua "http://127.0.0.1:$port/webhook/log" >/dev/null
 wrk -t"$THREADS" -c"$CONNS" -d2s -s tests/bench/post.lua "http://127.0.0.1:$port/webhook/kafka" >/dev/null
