@@ -447,7 +447,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::model::{ConnectionConfig, WebhookConfig};
+    use crate::model::WebhookConfig;
 
     /// Accepts any webhook with a `module`, rejects module "nope".
     struct TestCompiler;
@@ -470,27 +470,7 @@ mod tests {
         (name == "TOKEN").then(|| "abc".to_owned())
     }
 
-    /// Rejects a webhook naming a connection it was not handed.
-    #[derive(Default)]
-    struct ConnCompiler(std::sync::Mutex<Vec<String>>);
-    impl Compiler for ConnCompiler {
-        type Webhook = WebhookConfig;
-        fn compile(
-            &self,
-            _id: &str,
-            config: WebhookConfig,
-        ) -> Result<WebhookConfig, crate::CompileError> {
-            match &config.connection {
-                Some(c) if !self.0.lock().unwrap().contains(c) => {
-                    Err(format!("connection '{c}' is not defined").into())
-                }
-                _ => Ok(config),
-            }
-        }
-        fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
-            *self.0.lock().unwrap() = connections.iter().map(|(n, _)| n.to_string()).collect();
-        }
-    }
+    use crate::provider::testing::ConnCompiler;
 
     #[tokio::test]
     async fn webhooks_are_compiled_against_the_connections_of_the_same_load() {

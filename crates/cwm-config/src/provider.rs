@@ -260,3 +260,40 @@ mod tests {
         assert!(compile_webhook(&PassThrough, &env, " bad", serde_json::json!({})).is_err());
     }
 }
+
+/// Compilers for the backends' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use super::Compiler;
+    use crate::error::CompileError;
+    use crate::model::{ConnectionConfig, WebhookConfig};
+
+    /// Refuses a webhook that names a connection it was not handed, as the receiver's compiler
+    /// does.
+    #[derive(Default)]
+    pub(crate) struct ConnCompiler {
+        known: Mutex<HashSet<String>>,
+    }
+
+    impl Compiler for ConnCompiler {
+        type Webhook = WebhookConfig;
+
+        fn compile(&self, _id: &str, config: WebhookConfig) -> Result<WebhookConfig, CompileError> {
+            match &config.connection {
+                #[allow(clippy::unwrap_used)]
+                Some(name) if !self.known.lock().unwrap().contains(name) => {
+                    Err(format!("connection '{name}' is not defined").into())
+                }
+                _ => Ok(config),
+            }
+        }
+
+        #[allow(clippy::unwrap_used)]
+        fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
+            *self.known.lock().unwrap() = connections.iter().map(|(n, _)| n.to_string()).collect();
+        }
+    }
+}

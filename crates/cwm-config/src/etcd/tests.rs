@@ -1,9 +1,6 @@
 //! The worker's state machine against the in-memory fake, with paused time: resync reasons,
 //! re-authentication, backoff growth and reset. No network, no real sleeps.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
@@ -11,34 +8,8 @@ use super::client::Failure;
 use super::fake::{Call, FakeEtcd};
 use super::io::{WatchEvent, WatchMsg};
 use super::*;
-use crate::model::{ConnectionConfig, WebhookConfig};
 
-/// Refuses a webhook that names a connection it was not given.
-#[derive(Default)]
-struct ConnCompiler {
-    known: Mutex<HashSet<String>>,
-}
-
-impl Compiler for ConnCompiler {
-    type Webhook = WebhookConfig;
-
-    fn compile(
-        &self,
-        _id: &str,
-        config: WebhookConfig,
-    ) -> Result<WebhookConfig, crate::CompileError> {
-        match &config.connection {
-            Some(name) if !self.known.lock().unwrap().contains(name) => {
-                Err(format!("connection '{name}' is not defined").into())
-            }
-            _ => Ok(config),
-        }
-    }
-
-    fn sync_connections(&self, connections: &[(Arc<str>, Arc<ConnectionConfig>)]) {
-        *self.known.lock().unwrap() = connections.iter().map(|(n, _)| n.to_string()).collect();
-    }
-}
+use crate::provider::testing::ConnCompiler;
 
 fn no_env(_: &str) -> Option<String> {
     None
