@@ -1,0 +1,4 @@
+//! `cwm-connector`: STUB, to be written.
+#![forbid(unsafe_code)]
+
+fn main() {}
