@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PayloadEncoding, WebhookMessage};
 
+#[cfg(test)]
+mod conformance;
 mod manager;
 mod memory;
 mod rabbitmq;
