@@ -9,6 +9,9 @@ APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 PORT    ?= 8000
 WEBHOOKS_CONFIG_FILE    ?= config/examples/webhooks.json
 CONNECTIONS_CONFIG_FILE ?= config/examples/connections.json
+# `make run` serves Webhook Connect with the in-memory buffer unless a broker URL is set (the
+# buffer is lost when the receiver stops; see docs/WEBHOOK_CONNECT.md).
+WEBHOOK_CONNECT_ENABLED ?= true
 
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config auth_headers
@@ -38,6 +41,7 @@ deps-test: deps-build
 	$(call need,redis-server,redis-server)
 	$(call need,clickhouse-server,clickhouse-server)
 	$(call need,clickhouse-client,clickhouse-client)
+	$(call need,rabbitmq-server,rabbitmq-server)
 	@python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || $(APT) install -y -qq python3-venv
 	@[ -x $(VENV)/bin/rq ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'rq>=1.16,<3'; }
 
@@ -47,6 +51,7 @@ deps-bench: deps-test
 
 run: deps-build
 	PORT=$(PORT) WEBHOOKS_CONFIG_FILE=$(WEBHOOKS_CONFIG_FILE) CONNECTIONS_CONFIG_FILE=$(CONNECTIONS_CONFIG_FILE) \
+	  WEBHOOK_CONNECT_ENABLED=$(WEBHOOK_CONNECT_ENABLED) \
 	  $(CARGO) run --release --locked -p cwm-receiver
 
 build: deps-build
@@ -72,7 +77,8 @@ audit: deps-deny
 	$(CARGO) deny --locked check advisories
 
 # Unit tests, component tests against real servers, black-box tests of the built binaries,
-# the embedding examples, then the lint gate, the licence and source check (cargo-deny) and the etcd scenario script.
+# the embedding examples, then the lint gate, the licence and source check (cargo-deny) and the
+# scenario scripts (Webhook Connect, etcd namespaces).
 test: deps-test build
 	$(CARGO) test --locked --workspace
 	$(MAKE) examples
@@ -86,7 +92,10 @@ examples: deps-build
 	$(CARGO) build --locked -q -p cwm-examples --examples
 	for e in $(EXAMPLES); do timeout 120 $(CARGO) run --locked -q -p cwm-examples --example $$e || exit 1; done
 
+# The scenario scripts of docker/scenario/, run without Docker (local processes on free ports).
 scenario: deps-test build
+	bash docker/scenario/02_connector/run_local.sh
+	bash docker/scenario/04_connector_advanced/run_local.sh
 	bash docker/scenario/05_etcd_namespaces/run_local.sh
 
 bench: deps-bench

@@ -20,6 +20,7 @@ use cwm_config::etcd::EtcdProvider;
 use cwm_config::file::FileProvider;
 use cwm_http::{HttpSettings, Provider, Receiver};
 use cwm_modules::{ModuleContext, Registry};
+use cwm_relay::cloud::{BufferChoice, ChannelManager, ManagerSettings, WebhookConnectSink, open_buffer};
 
 /// mimalloc instead of the system allocator: the request path allocates small, short-lived
 /// buffers (body text, header copies, log lines) across worker threads, which glibc malloc
@@ -181,6 +182,9 @@ struct Args {
     #[command(flatten)]
     etcd: etcd_args::EtcdArgs,
 
+    #[command(flatten)]
+    connect: ConnectArgs,
+
     /// Diagnostic log format on stderr (events of the `log` sink always go to stdout).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -188,6 +192,70 @@ struct Args {
     /// Diagnostic log filter, e.g. `info` or `cwm_http=debug`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+}
+
+/// Webhook Connect: buffer events of `webhook_connect` webhooks per channel for connectors behind
+/// a firewall (see docs/WEBHOOK_CONNECT.md).
+#[derive(Debug, clap::Args)]
+struct ConnectArgs {
+    /// Serve Webhook Connect: the `webhook_connect` module, the `/connect` streaming API and the
+    /// `/admin/webhook-connect` API. Off: those routes answer 503 and `webhook_connect` webhooks
+    /// are rejected at load.
+    #[arg(long, env = "WEBHOOK_CONNECT_ENABLED", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    webhook_connect_enabled: bool,
+
+    /// Where events wait for connectors: `redis`, `rabbitmq` or `memory` (this process only, lost
+    /// on restart). Unset: redis when WEBHOOK_CONNECT_REDIS_URL is set, else rabbitmq when
+    /// WEBHOOK_CONNECT_RABBITMQ_URL or RABBITMQ_URL is set, else memory.
+    #[arg(long, env = "WEBHOOK_CONNECT_BUFFER")]
+    webhook_connect_buffer: Option<String>,
+
+    /// Redis URL of the redis buffer, e.g. `redis://redis:6379/0`.
+    #[arg(long, env = "WEBHOOK_CONNECT_REDIS_URL", hide_env_values = true)]
+    webhook_connect_redis_url: Option<String>,
+
+    /// AMQP URL of the rabbitmq buffer, e.g. `amqp://guest:guest@rabbitmq:5672/%2f`.
+    #[arg(long, env = "WEBHOOK_CONNECT_RABBITMQ_URL", hide_env_values = true)]
+    webhook_connect_rabbitmq_url: Option<String>,
+
+    /// Fallback for WEBHOOK_CONNECT_RABBITMQ_URL.
+    #[arg(long, env = "RABBITMQ_URL", hide_env_values = true)]
+    rabbitmq_url: Option<String>,
+
+    /// Token of the `/admin/webhook-connect` API (`Authorization: Bearer <token>`). Unset: that
+    /// API answers 403 (its `/health` stays open).
+    #[arg(long, env = "WEBHOOK_CONNECT_ADMIN_TOKEN", hide_env_values = true)]
+    webhook_connect_admin_token: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The channel manager, when Webhook Connect is enabled.
+    fn manager(&self) -> Result<Option<ChannelManager>, String> {
+        if !self.webhook_connect_enabled {
+            return Ok(None);
+        }
+        let choice = BufferChoice::from_settings(
+            self.webhook_connect_buffer.as_deref(),
+            self.webhook_connect_redis_url.as_deref(),
+            self.webhook_connect_rabbitmq_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .or(self.rabbitmq_url.as_deref()),
+        )
+        .map_err(|e| e.to_string())?;
+        let buffer = open_buffer(&choice).map_err(|e| format!("Webhook Connect buffer: {e}"))?;
+        tracing::info!(buffer = choice.kind(), "Webhook Connect enabled");
+        let settings = ManagerSettings {
+            admin_token: self
+                .webhook_connect_admin_token
+                .as_deref()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            ..ManagerSettings::default()
+        };
+        Ok(Some(ChannelManager::new(buffer, settings)))
+    }
 }
 
 /// A comma-separated list of IP addresses.
@@ -259,7 +327,18 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     let modules = ModuleContext::new()
         .with_log_queue_max_bytes(usize::try_from(args.log_queue_max_bytes).unwrap_or(usize::MAX));
-    let registry = Arc::new(Registry::with_builtin_sinks(modules.clone()));
+    let connect = match args.connect.manager() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("cwm-receiver: {msg}");
+            return ExitCode::from(EXIT_BAD_SETTING);
+        }
+    };
+    let mut registry = Registry::with_builtin_sinks(modules.clone());
+    if let Some(manager) = &connect {
+        registry.register(WebhookConnectSink::builder(manager.clone()));
+    }
+    let registry = Arc::new(registry);
     let provider: Provider = match args.config_backend {
         Backend::File => {
             // Started the same way as the etcd provider below; this one returns once both files
@@ -342,7 +421,10 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     tracing::info!(%addr, backend = provider.backend(), "cwm-receiver listening");
-    let receiver = Receiver::new(provider.clone(), settings).with_modules(modules.clone());
+    let mut receiver = Receiver::new(provider.clone(), settings).with_modules(modules.clone());
+    if let Some(manager) = &connect {
+        receiver = receiver.with_connect(manager.clone());
+    }
     let deadline = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let deadline = deadline.clone();

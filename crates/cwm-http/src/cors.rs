@@ -17,7 +17,6 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, ORIGIN, VARY,
 };
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::response::Body;
 
@@ -226,7 +225,7 @@ impl Policy {
             let text = format!("Disallowed CORS {}", failures.join(", "));
             (StatusCode::BAD_REQUEST, Bytes::from(text))
         };
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(Body::new(body));
         *r.status_mut() = status;
         let mut headers = self.preflight.clone();
         if let Some(origin) = allowed {

@@ -1,7 +1,8 @@
 //! The cwm webhook receiver as a raw hyper service.
 //!
 //! [`Receiver`] answers every route of the upstream gateway: the webhook routes,
-//! `GET /`, `/health`, `/metrics` and the admin API. [`serve`] runs it on a listener with
+//! `GET /`, `/health`, `/metrics` and the admin API, and with [`Receiver::with_connect`] the
+//! Webhook Connect streaming and admin APIs. [`serve`] runs it on a listener with
 //! HTTP/1.1 and h2c, and shuts down gracefully. [`Receiver::webhooks`] gives the webhook routes
 //! alone, for an application that serves them next to its own routes on its own listener.
 //!
@@ -51,6 +52,7 @@ mod admin;
 mod auth;
 mod body;
 mod conn;
+mod connect;
 mod cors;
 // Public only for the fuzz targets (fuzz/fuzz_targets/json_body.rs); not part of the API.
 mod hooks;
@@ -116,6 +118,8 @@ pub(crate) struct Inner {
     root_limiter: stats::RateLimiter,
     /// The sinks' shared context, for connection states (see [`Receiver::with_modules`]).
     modules: Option<ModuleContext>,
+    /// Webhook Connect's channels (see [`Receiver::with_connect`]).
+    connect: Option<cwm_relay::cloud::ChannelManager>,
 }
 
 impl Receiver {
@@ -133,6 +137,7 @@ impl Receiver {
             hooks: hooks::Hooks::new(),
             connections: Arc::default(),
             modules: None,
+            connect: None,
         });
         Self { inner }
     }
@@ -145,6 +150,19 @@ impl Receiver {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             modules.set_observer(inner.metrics.observer());
             inner.modules = Some(modules);
+        }
+        self
+    }
+
+    /// Serve Webhook Connect from `manager`: the streaming API a connector holds open
+    /// (`/connect/stream/{channel}` as a WebSocket, `.../sse`, `.../poll`, `POST /connect/ack`,
+    /// `GET /connect/status/{channel}`) and its admin API (`/admin/webhook-connect/...`). Without
+    /// it those routes answer 503. [`serve`] closes the manager's connections when it shuts down.
+    /// Call right after [`Receiver::new`], before the receiver is cloned; later calls do nothing.
+    #[must_use]
+    pub fn with_connect(mut self, manager: cwm_relay::cloud::ChannelManager) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.connect = Some(manager);
         }
         self
     }
@@ -291,6 +309,9 @@ impl Receiver {
         if routes == Routes::Webhooks {
             return response::not_found();
         }
+        if let Some(rest) = path.strip_prefix("/connect/") {
+            return connect::handle(inner, parts, method, rest, self.client_ip(parts)).await;
+        }
         match path {
             "/" => match *method {
                 Method::GET | Method::HEAD => self.root(parts),
@@ -316,6 +337,10 @@ impl Receiver {
                 Method::POST => admin::reload(inner, parts, body).await,
                 _ => response::method_not_allowed("POST"),
             },
+            _ if path.starts_with(connect::ADMIN_PREFIX) => {
+                let rest = path.get(connect::ADMIN_PREFIX.len()..).unwrap_or("");
+                connect::admin::handle(inner, parts, body, method, rest).await
+            }
             // Never redirect to `//host` or `/\host`: browsers read those as another site.
             _ if path.len() > 1 && path.ends_with('/') => {
                 let target = path.trim_end_matches('/');
@@ -464,7 +489,7 @@ impl Receiver {
             &inner.connections,
             inner.modules.as_ref(),
         );
-        let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
+        let mut r = Response::new(Body::new(text));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(

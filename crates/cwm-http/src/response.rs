@@ -1,21 +1,141 @@
 //! Response building: JSON bodies, `{"detail": ...}` errors and the headers every response carries.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::LazyLock;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{Full, StreamBody};
 use serde::Serialize;
 
-/// The body of every response: the whole body in one buffer.
-pub type Body = Full<Bytes>;
+/// The body of every response: the whole body in one buffer (every answer but the streaming
+/// ones, at no more cost than a `Full<Bytes>`), or a stream (Server-Sent Events).
+pub struct Body(Kind);
+
+enum Kind {
+    Full(Full<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, Infallible>),
+}
+
+impl Body {
+    /// A body of `data`, whole.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        Self(Kind::Full(Full::new(data.into())))
+    }
+
+    /// A body sent as `chunks` come, ending with the stream.
+    pub(crate) fn stream<S>(chunks: S) -> Self
+    where
+        S: futures_util::Stream<Item = Bytes> + Send + 'static,
+    {
+        use futures_util::StreamExt as _;
+        let frames = chunks.map(|c| Ok::<_, Infallible>(Frame::data(c)));
+        Self(Kind::Stream(UnsyncBoxBody::new(StreamBody::new(frames))))
+    }
+
+    /// Whether the body is a stream.
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self.0, Kind::Stream(_))
+    }
+
+    /// Keep `value` alive as long as the body is (a streaming body only; a whole body drops it).
+    pub(crate) fn hold<T: Send + Unpin + 'static>(self, value: T) -> Self {
+        match self.0 {
+            Kind::Stream(inner) => Self(Kind::Stream(UnsyncBoxBody::new(Holding(inner, value)))),
+            full => Self(full),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::new(Bytes::new())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl From<Full<Bytes>> for Body {
+    fn from(full: Full<Bytes>) -> Self {
+        Self(Kind::Full(full))
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Kind::Full(b) => f.debug_tuple("Body").field(b).finish(),
+            Kind::Stream(_) => f.write_str("Body(<stream>)"),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(b) => Pin::new(b).poll_frame(cx),
+            Kind::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(b) => b.is_end_stream(),
+            Kind::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(b) => b.size_hint(),
+            Kind::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A streaming body with a value that lives as long as it.
+struct Holding<T>(UnsyncBoxBody<Bytes, Infallible>, T);
+
+impl<T: Unpin> http_body::Body for Holding<T> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A JSON response from a pre-serialised body.
 pub fn raw_json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, JSON);
     r
@@ -36,7 +156,7 @@ pub fn detail(status: StatusCode, msg: &str) -> Response<Body> {
 
 /// 500 with the generic body: internal error text never reaches the client.
 pub fn internal_error() -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(
+    let mut r = Response::new(Body::new(Bytes::from_static(
         br#"{"detail":"An error occurred while processing the request"}"#,
     )));
     *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

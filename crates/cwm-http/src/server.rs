@@ -89,6 +89,11 @@ pub async fn serve(listener: TcpListener, receiver: Receiver, shutdown: impl Fut
     let deadline = Instant::now() + settings.shutdown_timeout;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
+    // Webhook Connect streams never end by themselves: close them (their in-flight messages are
+    // requeued) so their connections can finish.
+    if let Some(manager) = &receiver.inner.connect {
+        let _ = tokio::time::timeout_at(deadline, manager.shutdown()).await;
+    }
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await
@@ -197,13 +202,20 @@ async fn connection(
             if resp.extensions().get::<LeftUnread>().is_some() {
                 state.set_linger();
             }
-            drop(guard);
+            // A streamed answer (Server-Sent Events) is served until its body ends: the
+            // connection is busy, not idle, meanwhile.
+            let resp = if resp.body().is_stream() {
+                resp.map(|body| body.hold(guard))
+            } else {
+                drop(guard);
+                resp
+            };
             Ok::<_, Infallible>(resp)
         }
     });
     let conn = shared
         .builder
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned();
     tokio::pin!(conn);
     let mut stop = shared.stop.clone();
