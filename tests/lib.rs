@@ -192,6 +192,23 @@ impl Receiver {
         assert!(ok.success());
     }
 
+    /// SIGKILL the receiver (a crash) and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the receiver again, on the same port and in the same directory, after [`kill`]
+    /// or an exit.
+    ///
+    /// [`kill`]: Receiver::kill
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.spawn(env);
+    }
+
     /// Wait for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

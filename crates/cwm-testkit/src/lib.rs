@@ -15,7 +15,7 @@ mod tls;
 pub use tls::{TlsEtcd, make_certs, openssl};
 mod redis;
 pub use redis::Redis;
-pub mod rabbitmq;
+mod rabbitmq;
 pub use rabbitmq::RabbitMq;
 
 /// A free TCP port on 127.0.0.1 (bound once, then released).

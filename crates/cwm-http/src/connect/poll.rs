@@ -1,6 +1,6 @@
 //! Long-poll `GET /connect/stream/{channel}/poll?timeout=30&max_messages=10`: one request is one
-//! connection. It waits up to `timeout` seconds for a message, then takes what else is ready at
-//! once, up to `max_messages`. The messages answered stay ackable through `POST /connect/ack`
+//! connection. It waits up to `timeout` seconds for a message, then gathers what else arrives
+//! within [`GATHER`], up to `max_messages`. The messages answered stay ackable through `POST /connect/ack`
 //! with the answer's `connection_id` for the channel's ack timeout (the Python gateway dropped
 //! the connection before answering, so every polled message came back).
 
@@ -67,9 +67,11 @@ pub(super) async fn poll(
     let mut messages = Vec::new();
     if let Ok(Some(Outgoing::Webhook(first))) = tokio::time::timeout(timeout, conn.next()).await {
         messages.push(first.as_ref().clone());
+        // A backlog reaches the connection in the buffer's batches: wait briefly for the rest.
+        let gather = tokio::time::Instant::now() + GATHER;
         while messages.len() < max_messages {
-            match conn.try_next() {
-                Some(Outgoing::Webhook(m)) => messages.push(m.as_ref().clone()),
+            match tokio::time::timeout_at(gather, conn.next()).await {
+                Ok(Some(Outgoing::Webhook(m))) => messages.push(m.as_ref().clone()),
                 _ => break,
             }
         }
@@ -90,6 +92,9 @@ pub(super) async fn poll(
     conn.finish_poll();
     r
 }
+
+/// After the first message, how long a poll keeps collecting before it answers.
+const GATHER: Duration = Duration::from_millis(50);
 
 fn range_i64(start: u64, end: u64) -> std::ops::RangeInclusive<i64> {
     let to = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
