@@ -8,3 +8,4 @@ bash auth.sh
 bash etcd.sh
 bash redis.sh
 bash kafka.sh
+bash connect.sh
