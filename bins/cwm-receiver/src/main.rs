@@ -20,7 +20,9 @@ use cwm_config::etcd::EtcdProvider;
 use cwm_config::file::FileProvider;
 use cwm_http::{HttpSettings, Provider, Receiver};
 use cwm_modules::{ModuleContext, Registry};
-use cwm_relay::cloud::{BufferChoice, ChannelManager, ManagerSettings, WebhookConnectSink, open_buffer};
+use cwm_relay::cloud::{
+    BufferChoice, ChannelManager, ManagerSettings, WebhookConnectSink, open_buffer,
+};
 
 /// mimalloc instead of the system allocator: the request path allocates small, short-lived
 /// buffers (body text, header copies, log lines) across worker threads, which glibc malloc
