@@ -531,3 +531,67 @@ fn webhook_connect_webhooks_are_refused_at_load_when_the_feature_is_off() {
     let stream = rx.get(&format!("/connect/stream/{CHANNEL}/sse"));
     assert_eq!(stream.status, 503, "{}", stream.body);
 }
+
+/// Etcd mode: the connector reads its webhook configs from etcd and follows the watch: a new
+/// config applies to the next event, a deleted one makes events dead letters.
+#[test]
+fn the_connector_in_etcd_mode_follows_the_watch() {
+    let etcd = cwm_testkit::Etcd::start();
+    let key = format!("/cwm/default/webhooks/{HOOK}");
+    let save_to =
+        |dir: &str| json!({"module": "save_to_disk", "module-config": {"path": dir}}).to_string();
+    etcd.put(&key, &save_to("first"));
+    let (cloud, _) = start_cloud(&[("WEBHOOK_CONNECT_BUFFER", "memory")], 1000);
+    let mut connector = Connector::start(&cloud, "websocket", None, None);
+    connector.kill();
+    connector
+        .env
+        .push(("CONNECTOR_ETCD_HOST".into(), "127.0.0.1".into()));
+    connector
+        .env
+        .push(("CONNECTOR_ETCD_PORT".into(), etcd.port().to_string()));
+    connector.spawn();
+    let files = |dir: &str| {
+        std::fs::read_dir(connector.dir.path().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    for n in 0..3 {
+        assert!(send(cloud.port, n));
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || files("first") == 3),
+        "events saved by the etcd-configured module: {}",
+        connector.log()
+    );
+
+    etcd.put(&key, &save_to("second"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(send(cloud.port, 10));
+    assert!(
+        eventually(Duration::from_secs(30), || files("second") == 1),
+        "the changed config applies to the next event: {}",
+        connector.log()
+    );
+
+    etcd.del(&key);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(send(cloud.port, 20));
+    let dead = || {
+        let r = cloud.request(
+            "GET",
+            &format!("/admin/webhook-connect/channels/{CHANNEL}/dead-letters"),
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        );
+        r.json()["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["payload"]["n"] == 20))
+    };
+    assert!(
+        eventually(Duration::from_secs(30), dead),
+        "an event for a deleted config is a dead letter: {}",
+        connector.log()
+    );
+    assert_eq!(files("first") + files("second"), 4);
+}
