@@ -17,6 +17,7 @@ use crate::provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
     compile_webhook, parse_connection,
 };
+use crate::secrets::{SecretEnv, SecretResolver, Secrets, prefetch, references_in_value};
 use crate::snapshot::{Snapshot, Store, now_rfc3339};
 use crate::subst::Env;
 
@@ -53,6 +54,8 @@ pub struct FileProvider<C: Compiler> {
     connections_path: PathBuf,
     compiler: Arc<C>,
     env: Arc<dyn Env + Send + Sync>,
+    /// Resolves `{$vault:...}` references; `None` when Vault is off.
+    secrets: Option<Arc<SecretResolver>>,
     store: Store<C::Webhook>,
     loaded: tokio::sync::Mutex<Loaded>,
     info: Mutex<Info>,
@@ -81,7 +84,23 @@ impl<C: Compiler> FileProvider<C> {
         env: Arc<dyn Env + Send + Sync>,
         watch: Option<Duration>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let provider = Arc::new(Self::new(webhooks_path, connections_path, compiler, env));
+        Self::start_with_secrets(webhooks_path, connections_path, compiler, env, None, watch).await
+    }
+
+    /// [`FileProvider::start`] with `{$vault:...}` references resolved through `secrets` (see
+    /// [`crate::secrets`]); `None` is [`FileProvider::start`]. The etcd backend takes the same
+    /// addition ([`crate::etcd::EtcdProvider::start_with_secrets`]).
+    pub async fn start_with_secrets(
+        webhooks_path: impl Into<PathBuf>,
+        connections_path: impl Into<PathBuf>,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+        secrets: Option<Arc<SecretResolver>>,
+        watch: Option<Duration>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let provider = Arc::new(
+            Self::new(webhooks_path, connections_path, compiler, env).with_secrets(secrets),
+        );
         let report = provider.load().await?;
         tracing::info!(
             webhooks = report.webhooks.map_or(0, |d| d.total),
@@ -106,11 +125,18 @@ impl<C: Compiler> FileProvider<C> {
             connections_path: connections_path.into(),
             compiler,
             env,
+            secrets: None,
             store: Store::new(Snapshot::empty(FILE_NAMESPACE, true)),
             loaded: tokio::sync::Mutex::new(Loaded::default()),
             info: Mutex::new(Info::default()),
             watcher: Mutex::new(None),
         }
+    }
+
+    /// Resolve `{$vault:...}` references through `secrets` (before the first load).
+    pub fn with_secrets(mut self, secrets: Option<Arc<SecretResolver>>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// The first load. An unreadable or malformed file is an error (the receiver refuses to start).
@@ -185,7 +211,7 @@ impl<C: Compiler> FileProvider<C> {
             if hash == source.seen {
                 continue;
             }
-            let result = self.load_kind(&kind, &mut loaded);
+            let result = self.load_kind(&kind, &mut loaded).await;
             match result {
                 Ok(diff) => {
                     tracing::info!(file = %path.display(), ?diff, "configuration file reloaded");
@@ -255,15 +281,35 @@ impl<C: Compiler> FileProvider<C> {
         }
     }
 
-    fn load_kind(&self, kind: &Kind, loaded: &mut Loaded) -> Result<Diff, ConfigError> {
+    async fn load_kind(&self, kind: &Kind, loaded: &mut Loaded) -> Result<Diff, ConfigError> {
         let (path, source) = match kind {
             Kind::Webhooks => (&self.webhooks_path, &mut loaded.webhooks),
             Kind::Connections => (&self.connections_path, &mut loaded.connections),
         };
         let raw = Self::read(path, source)?;
+        // Fetch the Vault references first (the webhooks too after a connection change: they are
+        // compiled again below).
+        let secrets = match &self.secrets {
+            None => None,
+            Some(resolver) => {
+                let mut references = std::collections::BTreeSet::new();
+                let webhooks = matches!(kind, Kind::Connections).then_some(&loaded.webhooks.raw);
+                for value in raw
+                    .values()
+                    .chain(webhooks.into_iter().flat_map(|w| w.values()))
+                {
+                    references_in_value(value, &mut references);
+                }
+                prefetch(Some(resolver), &references).await
+            }
+        };
+        let source = match kind {
+            Kind::Webhooks => &mut loaded.webhooks,
+            Kind::Connections => &mut loaded.connections,
+        };
         let diff = match kind {
-            Kind::Webhooks => self.apply_webhooks(&raw, &source.raw),
-            Kind::Connections => self.apply_connections(&raw, &source.raw),
+            Kind::Webhooks => self.apply_webhooks(&raw, &source.raw, secrets.as_ref()),
+            Kind::Connections => self.apply_connections(&raw, &source.raw, secrets.as_ref()),
         };
         source.hash = source.seen;
         source.raw = raw;
@@ -271,12 +317,25 @@ impl<C: Compiler> FileProvider<C> {
             // A webhook's sink is checked against the connection it names (type, existence):
             // compile the webhooks again, as they are, against the new connections.
             let webhooks = &loaded.webhooks.raw;
-            self.apply_webhooks(webhooks, webhooks);
+            self.apply_webhooks(webhooks, webhooks, secrets.as_ref());
         }
         Ok(diff)
     }
 
-    fn apply_webhooks(&self, raw: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
+    fn env<'a>(&'a self, secrets: Option<&'a Secrets>) -> SecretEnv<'a> {
+        SecretEnv {
+            env: &*self.env,
+            secrets,
+        }
+    }
+
+    fn apply_webhooks(
+        &self,
+        raw: &Map<String, Value>,
+        old: &Map<String, Value>,
+        secrets: Option<&Secrets>,
+    ) -> Diff {
+        let env = self.env(secrets);
         let current = self.store.load();
         let mut diff = diff_keys(raw, old);
         self.store.clear_rejections_with_prefix("webhooks/");
@@ -284,7 +343,7 @@ impl<C: Compiler> FileProvider<C> {
         next.clear_webhooks();
         for (id, value) in raw {
             let key = format!("webhooks/{id}");
-            let compiled = compile_webhook(&*self.compiler, &*self.env, id, value.clone());
+            let compiled = compile_webhook(&*self.compiler, &env, id, value.clone());
             match compiled {
                 Ok(w) => next.put_webhook(FILE_NAMESPACE, id, Arc::new(w)),
                 Err(reason) => {
@@ -303,7 +362,13 @@ impl<C: Compiler> FileProvider<C> {
         diff
     }
 
-    fn apply_connections(&self, raw: &Map<String, Value>, old: &Map<String, Value>) -> Diff {
+    fn apply_connections(
+        &self,
+        raw: &Map<String, Value>,
+        old: &Map<String, Value>,
+        secrets: Option<&Secrets>,
+    ) -> Diff {
+        let env = self.env(secrets);
         let current = self.store.load();
         let mut diff = diff_keys(raw, old);
         self.store.clear_rejections_with_prefix("connections/");
@@ -311,7 +376,7 @@ impl<C: Compiler> FileProvider<C> {
         next.clear_connections();
         for (name, value) in raw {
             let key = format!("connections/{name}");
-            match parse_connection(&*self.env, name, value.clone()) {
+            match parse_connection(&env, name, value.clone()) {
                 Ok(c) => next.put_connection(name, Arc::new(c)),
                 Err(reason) => {
                     diff.rejected += 1;
@@ -408,19 +473,25 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for FileProvider<C> {
         status
     }
 
+    /// Re-read both files (or the requested one) and resolve every Vault reference again (the
+    /// secret cache is cleared first).
     async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError> {
         let mut loaded = self.loaded.lock().await;
+        if let Some(resolver) = &self.secrets {
+            resolver.invalidate();
+        }
         let mut report = ReloadReport::default();
-        let result = (|| {
+        let result = async {
             // Connections first: the webhooks are compiled against them.
             if request.connections {
-                report.connections = Some(self.load_kind(&Kind::Connections, &mut loaded)?);
+                report.connections = Some(self.load_kind(&Kind::Connections, &mut loaded).await?);
             }
             if request.webhooks {
-                report.webhooks = Some(self.load_kind(&Kind::Webhooks, &mut loaded)?);
+                report.webhooks = Some(self.load_kind(&Kind::Webhooks, &mut loaded).await?);
             }
-            Ok(())
-        })();
+            Ok::<(), ConfigError>(())
+        }
+        .await;
         match result {
             Ok(()) => {
                 self.note_success();

@@ -49,6 +49,7 @@ pub mod migrate;
 pub mod model;
 pub mod names;
 pub mod provider;
+pub mod secrets;
 pub mod snapshot;
 pub mod subst;
 
@@ -59,5 +60,6 @@ pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, PassThrough, ProviderStatus, ReloadReport,
     ReloadRequest, Resync, compile_webhook, compile_webhook_json, parse_connection,
 };
+pub use secrets::{SecretResolver, SecretStore};
 pub use snapshot::{CATCH_ALL_ID, Found, Rejection, Snapshot, Store};
 pub use subst::{Env, ProcessEnv};

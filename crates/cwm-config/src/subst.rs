@@ -17,15 +17,34 @@ pub enum SubstError {
     /// `{$VAR}` names a variable that is not set, and gives no default.
     #[error("environment variable {0} is not set and has no default")]
     Unset(String),
-    /// `{$vault:...}` without a default: this build cannot read Vault.
-    #[error("vault reference {0:?} has no default and Vault is not supported by this build")]
-    Vault(String),
+    /// `{$vault:path#field}` could not be resolved and gives no default. The message names the
+    /// reference and why (never a value).
+    #[error("vault reference {reference} could not be resolved: {reason}")]
+    Vault {
+        /// `path#field`.
+        reference: String,
+        /// Why: Vault is off, the secret or field does not exist, access denied, Vault unreachable.
+        reason: String,
+    },
 }
+
+/// Why a `{$vault:...}` reference is unresolved when Vault is turned off.
+pub const VAULT_DISABLED: &str =
+    "Vault is not enabled (set SECRETS_BACKEND=vault or VAULT_ENABLED=true)";
 
 /// Where variables come from. The process environment in production; a map in tests.
 pub trait Env {
     /// The value of variable `name`, or `None` when it is not set.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The value of the Vault reference `path#field` (the text after `{$vault:`, without the
+    /// default), fetched before substitution ([`crate::secrets`]): `Some(Err(reason))` when it
+    /// could not be resolved, `None` when no secret store is configured (Vault off). The default
+    /// has no secret store.
+    fn secret(&self, reference: &str) -> Option<Result<String, String>> {
+        let _ = reference;
+        None
+    }
 }
 
 /// The process environment.
@@ -91,10 +110,18 @@ fn clean(v: String) -> String {
 
 fn resolve(name: &str, default: Option<&str>, env: &dyn Env) -> Result<String, SubstError> {
     if let Some(reference) = name.strip_prefix("vault:") {
-        // Vault references resolve to their inline default; without one the entry is rejected.
-        return match default {
-            Some(d) => Ok(clean(d.to_owned())),
-            None => Err(SubstError::Vault(reference.to_owned())),
+        // The fetched value, else the inline default; without one the entry is rejected.
+        return match (env.secret(reference), default) {
+            (Some(Ok(v)), _) => Ok(clean(v)),
+            (_, Some(d)) => Ok(clean(d.to_owned())),
+            (Some(Err(reason)), None) => Err(SubstError::Vault {
+                reference: reference.to_owned(),
+                reason,
+            }),
+            (None, None) => Err(SubstError::Vault {
+                reference: reference.to_owned(),
+                reason: VAULT_DISABLED.to_owned(),
+            }),
         };
     }
     match env.var(name) {
@@ -112,10 +139,12 @@ fn split_placeholder(inner: &str) -> Option<(&str, Option<&str>)> {
         // vault:path#field[:default]
         let hash = rest.find('#')?;
         let after = &rest[hash..];
-        return Some(match after.find(':') {
+        let (name, default) = match after.find(':') {
             Some(c) => (&inner[..6 + hash + c], Some(&after[c + 1..])),
             None => (inner, None),
-        });
+        };
+        // `{$vault:a#b}{$vault:c#d}` is two references, not one with a strange path.
+        return (!name.contains(['{', '}'])).then_some((name, default));
     }
     let (name, default) = match inner.find(':') {
         Some(c) => (&inner[..c], Some(&inner[c + 1..])),
@@ -126,11 +155,44 @@ fn split_placeholder(inner: &str) -> Option<(&str, Option<&str>)> {
 
 /// Substitute the placeholders in one string.
 pub fn substitute_str(s: &str, env: &dyn Env) -> Result<String, SubstError> {
+    scan(s, &mut |name, default| resolve(name, default, env))
+}
+
+/// Every `{$vault:path#field}` reference in the string values of `value` (as `path#field`,
+/// without the default), found exactly as [`substitute`] finds them: what must be fetched before
+/// substituting.
+pub fn vault_references(value: &Value, out: &mut std::collections::BTreeSet<String>) {
+    fn walk_refs(value: &Value, out: &mut std::collections::BTreeSet<String>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match value {
+            Value::String(s) if s.contains("{$vault:") => {
+                let _ = scan(s, &mut |name, _| {
+                    if let Some(reference) = name.strip_prefix("vault:") {
+                        out.insert(reference.to_owned());
+                    }
+                    Ok(String::new())
+                });
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk_refs(i, out, depth + 1)),
+            Value::Object(map) => map.values().for_each(|i| walk_refs(i, out, depth + 1)),
+            _ => {}
+        }
+    }
+    walk_refs(value, out, 0);
+}
+
+/// What [`scan`] calls for each placeholder: `(name, default)` to its replacement.
+type OnPlaceholder<'a> = dyn FnMut(&str, Option<&str>) -> Result<String, SubstError> + 'a;
+
+/// Find the placeholders of one string and replace each with what `on(name, default)` returns.
+fn scan(s: &str, on: &mut OnPlaceholder<'_>) -> Result<String, SubstError> {
     // Exact form: the whole string is one placeholder; its default may contain `}` and `:`.
     if let Some(inner) = s.strip_prefix("{$").and_then(|r| r.strip_suffix('}'))
         && let Some((name, default)) = split_placeholder(inner)
     {
-        return resolve(name, default, env);
+        return on(name, default);
     }
     // Embedded form: each `{$NAME}` / `{$NAME:default}` (default without `}`).
     let mut out = String::with_capacity(s.len());
@@ -141,7 +203,7 @@ pub fn substitute_str(s: &str, env: &dyn Env) -> Result<String, SubstError> {
         match tail.find('}') {
             Some(end) => match split_placeholder(&tail[..end]) {
                 Some((name, default)) => {
-                    out.push_str(&resolve(name, default, env)?);
+                    out.push_str(&on(name, default)?);
                     rest = &tail[end + 1..];
                 }
                 None => {

@@ -17,6 +17,8 @@ mod redis;
 pub use redis::Redis;
 mod rabbitmq;
 pub use rabbitmq::RabbitMq;
+mod vault;
+pub use vault::{FAKE_VAULT_ROOT_TOKEN, FakeVault};
 
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub fn free_port() -> u16 {

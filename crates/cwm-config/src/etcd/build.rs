@@ -14,6 +14,7 @@ use super::listing::Page;
 use crate::keys::{KeyError, KeyRef, parse_key};
 use crate::model::ConnectionConfig;
 use crate::provider::{Compiler, Diff, compile_webhook_json, parse_connection};
+use crate::secrets::Secrets;
 use crate::snapshot::{Snapshot, SnapshotBuilder};
 use crate::subst::Env;
 
@@ -75,26 +76,27 @@ const PAGES_QUEUED: usize = 1;
 
 /// The blocking thread building one listing's snapshot, and the queue of pages it reads.
 pub(crate) struct BuildTask<C: Compiler> {
-    pages: mpsc::Sender<Page>,
+    pages: mpsc::Sender<(Page, Option<Secrets>)>,
     task: JoinHandle<Built<C::Webhook>>,
 }
 
 impl<C: Compiler> BuildTask<C> {
     pub(crate) fn spawn(shared: &Arc<Shared<C>>, previous: &Arc<Tracker>) -> Self {
-        let (pages, mut queue) = mpsc::channel(PAGES_QUEUED);
+        let (pages, mut queue) = mpsc::channel::<(Page, Option<Secrets>)>(PAGES_QUEUED);
         let mut build = FullBuild::new(shared.clone(), previous.clone());
         let task = tokio::task::spawn_blocking(move || {
-            while let Some(page) = queue.blocking_recv() {
-                build.add(page);
+            while let Some((page, secrets)) = queue.blocking_recv() {
+                build.add(page, secrets.as_ref());
             }
             build.finish()
         });
         Self { pages, task }
     }
 
-    pub(crate) async fn send(&self, page: Page) -> Result<(), Failure> {
+    /// Hand over one page, with the Vault references of its values fetched.
+    pub(crate) async fn send(&self, page: Page, secrets: Option<Secrets>) -> Result<(), Failure> {
         self.pages
-            .send(page)
+            .send((page, secrets))
             .await
             .map_err(|_| Failure::other("the snapshot builder stopped"))
     }
@@ -154,7 +156,7 @@ impl<C: Compiler> FullBuild<C> {
         }
     }
 
-    fn add(&mut self, page: Page) {
+    fn add(&mut self, page: Page, secrets: Option<&Secrets>) {
         self.revision = page.revision;
         if self.tracker.is_empty() {
             // etcd counts the whole range with every page: size the tracker once.
@@ -172,7 +174,7 @@ impl<C: Compiler> FullBuild<C> {
                 value,
                 mod_revision,
             } = kv;
-            let kind = match shared.evaluate(&key, &value) {
+            let kind = match shared.evaluate(&key, &value, secrets) {
                 Entry::Ignored => {
                     self.ignored += 1;
                     tracing::debug!(key = %String::from_utf8_lossy(&key), "ignoring key outside the layout");

@@ -77,6 +77,7 @@ use crate::error::ConfigError;
 use crate::provider::{
     BackendState, Compiler, ConfigProvider, ProviderStatus, ReloadReport, ReloadRequest, Resync,
 };
+use crate::secrets::{SecretEnv, SecretResolver, Secrets, prefetch, references_in_json};
 use crate::snapshot::{Snapshot, Store, now_rfc3339};
 use crate::subst::Env;
 
@@ -102,6 +103,8 @@ pub(crate) struct Shared<C: Compiler> {
     settings: EtcdSettings,
     compiler: Arc<C>,
     env: Arc<dyn Env + Send + Sync>,
+    /// Resolves `{$vault:...}` references; `None` when Vault is off.
+    secrets: Option<Arc<SecretResolver>>,
     store: Store<C::Webhook>,
     /// `STATE_*`; the watch is confirmed only in `STATE_HEALTHY`.
     state: AtomicU8,
@@ -137,14 +140,37 @@ impl<C: Compiler> EtcdProvider<C> {
         compiler: Arc<C>,
         env: Arc<dyn Env + Send + Sync>,
     ) -> Result<Arc<Self>, ConfigError> {
-        Self::start_with(settings, compiler, env, RealEtcd)
+        Self::start_inner(settings, compiler, env, None, RealEtcd)
+    }
+
+    /// [`EtcdProvider::start`] with `{$vault:...}` references resolved through `secrets` (see
+    /// [`crate::secrets`]); `None` is [`EtcdProvider::start`]. Same addition as
+    /// [`crate::file::FileProvider::start_with_secrets`].
+    pub fn start_with_secrets(
+        settings: EtcdSettings,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+        secrets: Option<Arc<SecretResolver>>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        Self::start_inner(settings, compiler, env, secrets, RealEtcd)
     }
 
     /// [`EtcdProvider::start`] with etcd reached through `io`.
+    #[cfg(test)]
     pub(crate) fn start_with<B: EtcdIo>(
         settings: EtcdSettings,
         compiler: Arc<C>,
         env: Arc<dyn Env + Send + Sync>,
+        io: B,
+    ) -> Result<Arc<Self>, ConfigError> {
+        Self::start_inner(settings, compiler, env, None, io)
+    }
+
+    fn start_inner<B: EtcdIo>(
+        settings: EtcdSettings,
+        compiler: Arc<C>,
+        env: Arc<dyn Env + Send + Sync>,
+        secrets: Option<Arc<SecretResolver>>,
         io: B,
     ) -> Result<Arc<Self>, ConfigError> {
         let settings = settings.validated()?;
@@ -159,6 +185,7 @@ impl<C: Compiler> EtcdProvider<C> {
             settings,
             compiler,
             env,
+            secrets,
             state: AtomicU8::new(STATE_CONNECTING),
             info: Mutex::new(Info::default()),
             loaded: watch::Sender::new(false),
@@ -272,16 +299,31 @@ impl<C: Compiler> Shared<C> {
         String::from_utf8_lossy(key).into_owned()
     }
 
-    /// Parse and compile one key's value. Never fails as a whole: the result says whether
-    /// this key is ignored, refused or usable.
-    fn evaluate<'k>(&self, key: &'k [u8], value: &[u8]) -> Entry<'k, C::Webhook> {
-        evaluate(
-            &self.settings.prefix,
-            &*self.compiler,
-            &*self.env,
-            key,
-            value,
-        )
+    /// Parse and compile one key's value, with the Vault references fetched for it
+    /// ([`Shared::prefetch`]). Never fails as a whole: the result says whether this key is
+    /// ignored, refused or usable.
+    fn evaluate<'k>(
+        &self,
+        key: &'k [u8],
+        value: &[u8],
+        secrets: Option<&Secrets>,
+    ) -> Entry<'k, C::Webhook> {
+        let env = SecretEnv {
+            env: &*self.env,
+            secrets,
+        };
+        evaluate(&self.settings.prefix, &*self.compiler, &env, key, value)
+    }
+
+    /// Fetch the Vault references of `values` (etcd values about to be evaluated); `None` when
+    /// Vault is off.
+    async fn prefetch<'v>(&self, values: impl Iterator<Item = &'v [u8]>) -> Option<Secrets> {
+        let resolver = self.secrets.as_deref()?;
+        let mut references = std::collections::BTreeSet::new();
+        for value in values {
+            references_in_json(value, &mut references);
+        }
+        prefetch(Some(resolver), &references).await
     }
 }
 
@@ -342,9 +384,13 @@ impl<C: Compiler> ConfigProvider<C::Webhook> for EtcdProvider<C> {
         status
     }
 
-    /// A full re-list now (reason "admin"), whatever `request` says; the report only carries
-    /// the requested kinds. While disconnected this cuts the backoff wait short and tries now.
+    /// A full re-list now (reason "admin"), whatever `request` says, with every Vault reference
+    /// fetched again (the secret cache is cleared); the report only carries the requested kinds. While disconnected this cuts the backoff wait short and tries now.
     async fn reload(&self, request: ReloadRequest) -> Result<ReloadReport, ConfigError> {
+        // Every Vault reference is fetched again by the re-list.
+        if let Some(resolver) = &self.shared.secrets {
+            resolver.invalidate();
+        }
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(Cmd::Reload(request, tx))

@@ -18,6 +18,7 @@ use super::{Cmd, ReloadReply, STATE_DISCONNECTED, STATE_HEALTHY, Shared};
 use crate::error::ConfigError;
 use crate::keys::{KeyRef, parse_key};
 use crate::provider::{Compiler, ReloadReport, ReloadRequest};
+use crate::secrets::Secrets;
 use crate::snapshot::{Snapshot, now_rfc3339};
 
 pub(crate) fn new_backoff(settings: &EtcdSettings) -> ExponentialBackoff {
@@ -225,9 +226,21 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
             if let Some(revision) = resp.header_revision {
                 self.last_seen = self.last_seen.max(revision);
             }
-            if !resp.events.is_empty()
-                && let Some(reason) = self.apply_events(&resp.events, listed)
-            {
+            if resp.events.is_empty() {
+                continue;
+            }
+            // Vault references of the values put are fetched before the events are applied.
+            let secrets = self
+                .shared
+                .prefetch(
+                    resp.events
+                        .iter()
+                        .filter(|e| matches!(e.kind, EventType::Put))
+                        .filter_map(|e| e.kv.as_ref())
+                        .map(|kv| kv.value.as_slice()),
+                )
+                .await;
+            if let Some(reason) = self.apply_events(&resp.events, listed, secrets.as_ref()) {
                 return Ok(Relist(reason));
             }
         }
@@ -256,7 +269,11 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
                 // The old builder stops after the page at hand; its work is dropped.
                 builder = BuildTask::spawn(&self.shared, &self.tracker);
             }
-            builder.send(page).await?;
+            let secrets = self
+                .shared
+                .prefetch(page.kvs.iter().map(|kv| kv.value.as_slice()))
+                .await;
+            builder.send(page, secrets).await?;
         }
         let listed = started.elapsed();
         let mut built = builder.finish().await?;
@@ -278,12 +295,16 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
         )
         .await
         .map_err(|_| Failure::other("reading the connections timed out"))??;
+        let secrets = self
+            .shared
+            .prefetch(kvs.iter().map(|kv| kv.value.as_slice()))
+            .await;
         let mut connections = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             if let Entry::Connection {
                 name,
                 result: Ok(c),
-            } = self.shared.evaluate(&kv.key, &kv.value)
+            } = self.shared.evaluate(&kv.key, &kv.value, secrets.as_ref())
             {
                 connections.push((Arc::from(name), Arc::new(c)));
             }
@@ -357,7 +378,12 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
     ///
     /// Connection events are applied before webhook events, and the compiler sees the new set of
     /// connections before any webhook of the response is compiled.
-    fn apply_events(&mut self, events: &[WatchEvent], listed: i64) -> Option<&'static str> {
+    fn apply_events(
+        &mut self,
+        events: &[WatchEvent],
+        listed: i64,
+        secrets: Option<&Secrets>,
+    ) -> Option<&'static str> {
         let shared = &*self.shared;
         let applied = shared.store.load().revision();
         if events
@@ -406,7 +432,7 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
                 revision = revision.max(kv.mod_revision);
                 let key = &kv.key;
                 match event.kind {
-                    EventType::Put => Self::put_event(shared, tracker, snap, kv),
+                    EventType::Put => Self::put_event(shared, tracker, snap, kv, secrets),
                     EventType::Delete => Self::delete_event(shared, tracker, snap, key),
                 }
             }
@@ -438,10 +464,11 @@ impl<C: Compiler, B: EtcdIo> Worker<C, B> {
         tracker: &mut Tracker,
         snap: &mut Snapshot<C::Webhook>,
         kv: &Kv,
+        secrets: Option<&Secrets>,
     ) {
         let key = &kv.key;
         let store = &shared.store;
-        match shared.evaluate(key, &kv.value) {
+        match shared.evaluate(key, &kv.value, secrets) {
             Entry::Ignored => {
                 tracing::debug!(key = %String::from_utf8_lossy(key), "ignoring key outside the layout");
             }
