@@ -54,6 +54,12 @@ pub struct HttpSettings {
     pub trusted_proxy_ips: Vec<IpAddr>,
     /// `CORS_ALLOWED_ORIGINS`, validated at startup ([`Cors::parse`]); off by default.
     pub cors: Cors,
+    /// Serve `/openapi.json`, `/docs` and `/redoc` (on by default; `DISABLE_OPENAPI_DOCS=true`
+    /// turns them off: 404).
+    pub openapi_docs: bool,
+    /// `ROOT_PATH`: the prefix a reverse proxy serves the receiver under, used only in generated
+    /// URLs (the OpenAPI `servers` entry and the links of the docs pages). `""` for none.
+    pub root_path: String,
 }
 
 impl Default for HttpSettings {
@@ -78,6 +84,8 @@ impl Default for HttpSettings {
             root_rate_limit: 120,
             trusted_proxy_ips: Vec::new(),
             cors: Cors::disabled(),
+            openapi_docs: true,
+            root_path: String::new(),
         }
     }
 }
@@ -109,6 +117,8 @@ impl std::fmt::Debug for HttpSettings {
             .field("root_rate_limit", &self.root_rate_limit)
             .field("trusted_proxy_ips", &self.trusted_proxy_ips)
             .field("cors", &self.cors)
+            .field("openapi_docs", &self.openapi_docs)
+            .field("root_path", &self.root_path)
             .finish()
     }
 }

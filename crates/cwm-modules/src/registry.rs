@@ -10,6 +10,7 @@ use cwm_config::{Ack, CompileError, Compiler, ConnectionConfig, DataType, Webhoo
 use crate::chain::{Chain, StepBuilder};
 use crate::cleanup::CredentialCleanup;
 use crate::context::ModuleContext;
+use crate::openapi::OpenApiInfo;
 use crate::retry::Retry;
 use crate::sink::{BuildError, Sink, SinkBuilder, SinkContext};
 use crate::validators::{BuildContext, Validators};
@@ -27,6 +28,8 @@ pub struct CompiledWebhook {
     pub retry: Option<Retry>,
     /// What sinks must not see (credential_cleanup).
     pub cleanup: CredentialCleanup,
+    /// What the generated OpenAPI document shows of this webhook (`None`: no check, no schema).
+    pub openapi: Option<Box<OpenApiInfo>>,
 }
 
 /// The part of a [`WebhookConfig`] the request path reads. The rest of the document
@@ -222,6 +225,7 @@ impl Compiler for Registry {
             }
             None => self.build(id, &config).map_err(|e| e.to_string())?,
         };
+        let openapi = OpenApiInfo::capture(&config, &validators);
         Ok(CompiledWebhook {
             config: RequestConfig::from(&config),
             validators,
@@ -233,6 +237,7 @@ impl Compiler for Registry {
                 .then(|| Retry::from_config(&config))
                 .flatten(),
             cleanup,
+            openapi,
         })
     }
 
