@@ -1,7 +1,8 @@
 //! The cwm webhook receiver as a raw hyper service.
 //!
 //! [`Receiver`] answers every route of the upstream gateway: the webhook routes,
-//! `GET /`, `/health`, `/metrics` and the admin API, and with [`Receiver::with_connect`] the
+//! `GET /`, `/health`, `/metrics`, the admin API, `/openapi.json` with its `/docs` and `/redoc`
+//! pages (unless [`HttpSettings::openapi_docs`] is off), and with [`Receiver::with_connect`] the
 //! Webhook Connect streaming and admin APIs. [`serve`] runs it on a listener with
 //! HTTP/1.1 and h2c, and shuts down gracefully. [`Receiver::webhooks`] gives the webhook routes
 //! alone, for an application that serves them next to its own routes on its own listener.
@@ -54,11 +55,13 @@ mod body;
 mod conn;
 mod connect;
 mod cors;
+mod docs;
 // Public only for the fuzz targets (fuzz/fuzz_targets/json_body.rs); not part of the API.
 mod hooks;
 #[doc(hidden)]
 pub mod json;
 mod metrics;
+mod openapi;
 mod response;
 mod server;
 pub mod settings;
@@ -120,12 +123,19 @@ pub(crate) struct Inner {
     modules: Option<ModuleContext>,
     /// Webhook Connect's channels (see [`Receiver::with_connect`]).
     connect: Option<cwm_relay::cloud::ChannelManager>,
+    /// Analytics logging of answered requests (see [`Receiver::with_analytics`]).
+    analytics: Option<cwm_modules::analytics::Analytics>,
+    /// `/openapi.json`, `/docs` and `/redoc`; `None` when `DISABLE_OPENAPI_DOCS` is set.
+    docs: Option<docs::Docs>,
 }
 
 impl Receiver {
     /// A receiver answering from the snapshots of `provider`, with `settings`.
     pub fn new(provider: Provider, settings: HttpSettings) -> Self {
         let queue = Arc::new(Semaphore::new(settings.receive_queue_capacity));
+        let docs = settings
+            .openapi_docs
+            .then(|| docs::Docs::start(&provider, &settings.root_path));
         let inner = Arc::new(Inner {
             stats_limiter: stats::RateLimiter::new(settings.stats_rate_limit),
             root_limiter: stats::RateLimiter::new(settings.root_rate_limit),
@@ -138,6 +148,8 @@ impl Receiver {
             connections: Arc::default(),
             modules: None,
             connect: None,
+            analytics: None,
+            docs,
         });
         Self { inner }
     }
@@ -163,6 +175,18 @@ impl Receiver {
     pub fn with_connect(mut self, manager: cwm_relay::cloud::ChannelManager) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.connect = Some(manager);
+        }
+        self
+    }
+
+    /// Log every webhook request answered 200 to `analytics` (after its delivery; for
+    /// `"ack": "receive"`, after the queued delivery), and show its counters in `/metrics`.
+    /// Call right after [`Receiver::new`], before the receiver is cloned; later calls do nothing.
+    #[must_use]
+    pub fn with_analytics(mut self, analytics: cwm_modules::analytics::Analytics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics.analytics = Some(analytics.clone());
+            inner.analytics = Some(analytics);
         }
         self
     }
@@ -311,6 +335,9 @@ impl Receiver {
         }
         if let Some(rest) = path.strip_prefix("/connect/") {
             return connect::handle(inner, parts, method, rest, self.client_ip(parts)).await;
+        }
+        if let Some(r) = inner.docs.as_ref().and_then(|d| d.route(method, path)) {
+            return r;
         }
         match path {
             "/" => match *method {

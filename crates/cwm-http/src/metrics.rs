@@ -26,6 +26,8 @@ type HistogramFamily = Family<SinkLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     sink_latency: HistogramFamily,
+    /// Analytics logging, whose counters are rendered when it is configured.
+    pub(crate) analytics: Option<cwm_modules::analytics::Analytics>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -45,6 +47,7 @@ impl Metrics {
         Self {
             registry,
             sink_latency,
+            analytics: None,
         }
     }
 
@@ -191,6 +194,33 @@ impl Metrics {
                     i64::from(up)
                 );
             }
+        }
+        if let Some(analytics) = &self.analytics {
+            let c = analytics.counters();
+            gauge(
+                &mut out,
+                "cwm_analytics_enabled",
+                "1 while analytics rows are logged (ANALYTICS_CONNECTION names a clickhouse connection)",
+                i64::from(c.enabled),
+            );
+            counter(
+                &mut out,
+                "cwm_analytics_rows_written",
+                "Analytics rows ClickHouse accepted",
+                c.written,
+            );
+            counter(
+                &mut out,
+                "cwm_analytics_rows_dropped",
+                "Analytics rows given up (queue full, failed INSERT)",
+                c.dropped,
+            );
+            counter(
+                &mut out,
+                "cwm_analytics_flush_failures",
+                "Analytics INSERTs that failed; their rows were dropped",
+                c.failed_flushes,
+            );
         }
         out.push_str("# HELP cwm_config_resyncs Full configuration re-lists, by reason.\n# TYPE cwm_config_resyncs counter\n");
         for (reason, n) in &status.resyncs {

@@ -164,7 +164,12 @@ where
         Ack::Delivery => {
             let deadline = tokio::time::Instant::now() + inner.settings.delivery_timeout;
             match deliver(inner, &hook, &event, deadline).await {
-                Ok(()) => response::ok(),
+                Ok(()) => {
+                    if let Some(analytics) = &inner.analytics {
+                        analytics.record(event);
+                    }
+                    response::ok()
+                }
                 Err(e) => {
                     tracing::warn!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "delivery failed; sender asked to retry");
                     response::unavailable(
@@ -205,6 +210,10 @@ fn enqueue(
         let deadline = tokio::time::Instant::now() + this.settings.delivery_timeout;
         if let Err(e) = deliver(&this, &hook, &event, deadline).await {
             tracing::error!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "queued event could not be delivered and is dropped");
+        }
+        // The sender got 200 when the event was queued: it is logged whatever the delivery did.
+        if let Some(analytics) = &this.analytics {
+            analytics.record(event);
         }
         state.dequeued();
         drop(permit);

@@ -71,14 +71,22 @@ pub struct CredentialCleanup {
     extra_fields: Vec<String>,
 }
 
-impl CredentialCleanup {
-    /// Read `credential_cleanup` from a webhook config; on by default, mask mode.
-    pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
-        let mut c = Self {
+impl Default for CredentialCleanup {
+    /// On, mask mode, the default field list only (what a webhook without
+    /// `credential_cleanup` gets; analytics rows always use it).
+    fn default() -> Self {
+        Self {
             enabled: true,
             remove: false,
             extra_fields: Vec::new(),
-        };
+        }
+    }
+}
+
+impl CredentialCleanup {
+    /// Read `credential_cleanup` from a webhook config; on by default, mask mode.
+    pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
+        let mut c = Self::default();
         let Some(v) = config.extra.get("credential_cleanup") else {
             return Ok(c);
         };

@@ -36,12 +36,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod analytics;
 pub mod chain;
 pub mod cleanup;
 pub mod connection;
 pub mod context;
 mod event;
 pub mod fake;
+pub mod openapi;
 mod opts;
 pub(crate) mod outbound;
 pub mod payload;

@@ -70,6 +70,7 @@
 //! When the connection's config changes or the process exits, the client writes what is queued
 //! and stops its tasks.
 
+pub(crate) mod analytics;
 mod batch;
 /// `module-config` and connection settings.
 pub mod config;

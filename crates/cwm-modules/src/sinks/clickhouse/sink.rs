@@ -152,6 +152,22 @@ impl ClickHouseClient {
     ) -> Result<(), SinkError> {
         self.batcher(table, batching).submit(row).await
     }
+
+    /// Run one statement that returns nothing (a `CREATE TABLE`), outside any batcher.
+    pub(crate) async fn execute(&self, sql: String) -> Result<(), SinkError> {
+        self.http
+            .post(None, Bytes::from(sql), "text/plain; charset=utf-8")
+            .await
+    }
+
+    /// Send `body` (newline-terminated JSONEachRow rows) to `table` in one INSERT, outside any
+    /// batcher. The table must exist.
+    pub(crate) async fn insert_rows(&self, table: &str, body: Bytes) -> Result<(), SinkError> {
+        let sql = insert_sql(&self.http.endpoint.database, table);
+        self.http
+            .post(Some(&sql), body, "application/x-ndjson")
+            .await
+    }
 }
 
 #[async_trait]
