@@ -82,7 +82,7 @@ impl HttpDelivery {
                 .await
             {
                 Attempt::Status(s) if (200..300).contains(&s) => {
-                    tracing::info!(
+                    tracing::debug!(
                         message_id = id,
                         webhook_id,
                         attempt,

@@ -273,7 +273,7 @@ impl ModuleDelivery {
         };
         match hook.sink.deliver(&event).await {
             Ok(()) => {
-                tracing::info!(
+                tracing::debug!(
                     message_id = id,
                     webhook_id,
                     module = hook.sink.module(),
