@@ -16,7 +16,7 @@ WEBHOOK_CONNECT_ENABLED ?= true
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?= json_body log_payload subst etcd_key webhook_config auth_headers
 
-.PHONY: run test bench build lint fmt scenario examples fuzz deny audit deps-build deps-test deps-bench deps-deny clean
+.PHONY: run test bench build lint fmt scenario examples k8s-validate fuzz deny audit deps-build deps-test deps-bench deps-deny clean
 
 # Install Debian packages whose command is missing: $(call need,<command>,<package>)
 define need
@@ -38,12 +38,16 @@ deps-test: deps-build
 	$(call need,etcd,etcd-server)
 	$(call need,etcdctl,etcd-client)
 	$(call need,curl,curl)
+	$(call need,openssl,openssl)
 	$(call need,redis-server,redis-server)
 	$(call need,clickhouse-server,clickhouse-server)
 	$(call need,clickhouse-client,clickhouse-client)
 	$(call need,rabbitmq-server,rabbitmq-server)
+	$(call need,chromium,chromium)
 	@python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || $(APT) install -y -qq python3-venv
 	@[ -x $(VENV)/bin/rq ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'rq>=1.16,<3'; }
+	@[ -x $(VENV)/bin/openapi-spec-validator ] || $(VENV)/bin/pip install -q 'openapi-spec-validator>=0.7,<0.8'
+	@[ -x $(VENV)/bin/kubernetes-validate ] || $(VENV)/bin/pip install -q 'kubernetes-validate>=1.34,<2'
 
 deps-bench: deps-test
 	$(call need,wrk,wrk)
@@ -78,10 +82,12 @@ audit: deps-deny
 
 # Unit tests, component tests against real servers, black-box tests of the built binaries,
 # the embedding examples, then the lint gate, the licence and source check (cargo-deny) and the
-# scenario scripts (Webhook Connect, etcd namespaces).
+# scenario scripts (live config reload, Webhook Connect, etcd namespaces), with the Kubernetes
+# manifest checks (k8s-validate) after the examples.
 test: deps-test build
 	$(CARGO) test --locked --workspace
 	$(MAKE) examples
+	$(MAKE) k8s-validate
 	$(MAKE) lint
 	$(MAKE) deny
 	$(MAKE) scenario
@@ -97,6 +103,19 @@ scenario: deps-test build
 	bash docker/scenario/02_connector/run_local.sh
 	bash docker/scenario/04_connector_advanced/run_local.sh
 	bash docker/scenario/05_etcd_namespaces/run_local.sh
+	bash docker/scenario/06_vault_etcd_secrets/run_local.sh
+	bash docker/scenario/01_live_config/run_local.sh
+
+# The Kubernetes manifests (deploy/kubernetes/): render both overlays offline (render.py, the same
+# objects as `kubectl kustomize`), check the receiver's env names, security context and config
+# wiring against the built binary, then validate every object against the Kubernetes schemas
+# shipped by kubernetes-validate (nothing is downloaded).
+K8S_VERSION ?= 1.34.0
+k8s-validate: deps-test
+	$(CARGO) build --locked -q -p cwm-receiver
+	$(VENV)/bin/python deploy/kubernetes/render.py check --out target/k8s \
+	  --receiver-bin $${CARGO_TARGET_DIR:-target}/debug/cwm-receiver
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) target/k8s/*.yaml
 
 bench: deps-bench
 	bash tests/bench/run.sh

@@ -6,6 +6,7 @@
 
 #[path = "../../common/etcd_args.rs"]
 mod etcd_args;
+mod vault_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use cwm_config::ProcessEnv;
 use cwm_config::etcd::EtcdProvider;
 use cwm_config::file::FileProvider;
 use cwm_http::{HttpSettings, Provider, Receiver};
+use cwm_modules::analytics::Analytics;
 use cwm_modules::{ModuleContext, Registry};
 use cwm_relay::cloud::{
     BufferChoice, ChannelManager, ManagerSettings, WebhookConnectSink, open_buffer,
@@ -173,6 +175,15 @@ struct Args {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     cors_allowed_origins: String,
 
+    /// Remove GET /openapi.json, /docs (Swagger UI) and /redoc (they answer 404).
+    #[arg(long, env = "DISABLE_OPENAPI_DOCS", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    disable_openapi_docs: bool,
+
+    /// Prefix a reverse proxy serves the receiver under (e.g. `/hooks`), used only in generated
+    /// URLs: the OpenAPI `servers` entry and the links of /docs and /redoc. Routes stay unprefixed.
+    #[arg(long, env = "ROOT_PATH", default_value = "")]
+    root_path: String,
+
     /// Accepted for compatibility and ignored: connection hosts on localhost are always allowed.
     #[arg(long, env = "ALLOW_LOCALHOST_FOR_TESTS", hide = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     allow_localhost_for_tests: Option<bool>,
@@ -181,11 +192,21 @@ struct Args {
     #[arg(long, env = "ALLOW_PRIVATE_IP_CONNECTIONS", hide = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     allow_private_ip_connections: Option<bool>,
 
+    /// Log every webhook request answered 200 (credentials masked) to the `webhook_logs` table
+    /// of this `clickhouse` connection, in batches. Unset: no analytics. A name that is missing
+    /// or not a `clickhouse` connection keeps analytics off, with a warning, until such a
+    /// connection appears.
+    #[arg(long, env = "ANALYTICS_CONNECTION")]
+    analytics_connection: Option<String>,
+
     #[command(flatten)]
     etcd: etcd_args::EtcdArgs,
 
     #[command(flatten)]
     connect: ConnectArgs,
+
+    #[command(flatten)]
+    vault: vault_args::VaultArgs,
 
     /// Diagnostic log format on stderr (events of the `log` sink always go to stdout).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
@@ -291,8 +312,18 @@ fn parse_positive_seconds(s: &str) -> Result<f64, String> {
 }
 
 fn init_tracing(args: &Args) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("invalid LOG_LEVEL {:?}: {e}", args.log_level))?;
+    // The Vault client logs every non-2xx answer (a missing secret) as an ERROR of its own;
+    // cwm_config::secrets reports each failure once, with the reference. LOG_LEVEL naming
+    // these targets keeps them.
+    if !args.log_level.contains("vaultrs") && !args.log_level.contains("rustify") {
+        for quiet in ["vaultrs=off", "rustify=off"] {
+            if let Ok(d) = quiet.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colours only on a terminal: a log file or collector gets plain text.
@@ -341,6 +372,14 @@ async fn run(args: Args) -> ExitCode {
         registry.register(WebhookConnectSink::builder(manager.clone()));
     }
     let registry = Arc::new(registry);
+    // `{$vault:...}` references: fetched at load time, never on the request path.
+    let secrets = match args.vault.resolver() {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("cwm-receiver: {msg}");
+            return ExitCode::from(EXIT_BAD_SETTING);
+        }
+    };
     let provider: Provider = match args.config_backend {
         Backend::File => {
             // Started the same way as the etcd provider below; this one returns once both files
@@ -348,11 +387,12 @@ async fn run(args: Args) -> ExitCode {
             let watch = args
                 .config_file_watching_enabled
                 .then(|| Duration::from_secs_f64(args.config_reload_debounce_seconds));
-            let started = FileProvider::start(
+            let started = FileProvider::start_with_secrets(
                 &args.webhooks_config_file,
                 &args.connections_config_file,
                 registry.clone(),
                 Arc::new(ProcessEnv),
+                secrets,
                 watch,
             )
             .await;
@@ -370,10 +410,9 @@ async fn run(args: Args) -> ExitCode {
         }
         Backend::Etcd => {
             // Returns at once: until the first full load, /health and webhooks answer 503.
-            let started = args
-                .etcd
-                .settings()
-                .and_then(|s| EtcdProvider::start(s, registry.clone(), Arc::new(ProcessEnv)));
+            let started = args.etcd.settings().and_then(|s| {
+                EtcdProvider::start_with_secrets(s, registry.clone(), Arc::new(ProcessEnv), secrets)
+            });
             match started {
                 Ok(p) => p,
                 Err(e) => {
@@ -410,6 +449,8 @@ async fn run(args: Args) -> ExitCode {
         stats_rate_limit: args.stats_rate_limit,
         stats_sanitize_ids: args.stats_sanitize_ids,
         root_rate_limit: args.default_endpoint_rate_limit,
+        openapi_docs: !args.disable_openapi_docs,
+        root_path: args.root_path.trim().trim_end_matches('/').to_owned(),
         trusted_proxy_ips: args.trusted_proxy_ips.0,
         cors: cwm_http::settings::Cors::parse(&args.cors_allowed_origins),
         ..HttpSettings::default()
@@ -424,6 +465,20 @@ async fn run(args: Args) -> ExitCode {
     };
     tracing::info!(%addr, backend = provider.backend(), "cwm-receiver listening");
     let mut receiver = Receiver::new(provider.clone(), settings).with_modules(modules.clone());
+    let analytics = args
+        .analytics_connection
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+        .and_then(|name| match Analytics::start(&modules, name) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "ANALYTICS_CONNECTION ignored");
+                None
+            }
+        });
+    if let Some(a) = &analytics {
+        receiver = receiver.with_analytics(a.clone());
+    }
     if let Some(manager) = &connect {
         receiver = receiver.with_connect(manager.clone());
     }
@@ -442,6 +497,11 @@ async fn run(args: Args) -> ExitCode {
         .copied()
         .unwrap_or_else(|| tokio::time::Instant::now() + shutdown_timeout);
     let _ = tokio::time::timeout_at(deadline, provider.shutdown()).await;
+    // Analytics writes its queue through a connection client: before the clients close.
+    if let Some(a) = &analytics {
+        a.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+    }
     if !modules
         .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await
