@@ -10,17 +10,12 @@
 use std::error::Error;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arc_swap::Guard;
 use async_trait::async_trait;
 use bytes::Bytes;
-use cwm_config::{
-    BackendState, ConfigError, ConfigProvider, ProcessEnv, ProviderStatus, ReloadReport,
-    ReloadRequest, Snapshot, Store, compile_webhook,
-};
+use cwm_config::{ProcessEnv, Snapshot, StaticProvider, Store, compile_webhook};
 use cwm_http::{HttpSettings, Receiver};
 use cwm_modules::{
-    BuildError, CompiledWebhook, Event, ModuleContext, Payload, Registry, Sink, SinkBuilder,
-    SinkContext, SinkError,
+    BuildError, Event, ModuleContext, Payload, Registry, Sink, SinkBuilder, SinkContext, SinkError,
 };
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
@@ -92,29 +87,6 @@ impl SinkBuilder for MemoryBuilder {
     }
 }
 
-/// The smallest configuration source: a fixed set of compiled webhooks.
-struct Fixed(Store<CompiledWebhook>);
-
-#[async_trait]
-impl ConfigProvider<CompiledWebhook> for Fixed {
-    fn snapshot(&self) -> Guard<Arc<Snapshot<CompiledWebhook>>> {
-        self.0.load()
-    }
-    fn backend(&self) -> &'static str {
-        "file"
-    }
-    fn state(&self) -> BackendState {
-        BackendState::Healthy
-    }
-    fn status(&self) -> ProviderStatus {
-        ProviderStatus::from_store("file", &self.0)
-    }
-    async fn reload(&self, _: ReloadRequest) -> Result<ReloadReport, ConfigError> {
-        Ok(ReloadReport::default())
-    }
-    async fn shutdown(&self) {}
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn Error>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -135,7 +107,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let store = Store::new(Snapshot::empty("default", true));
     store.update(|s| s.put_webhook("default", "orders", Arc::new(hook)));
     store.mark_loaded();
-    let receiver = Receiver::new(Arc::new(Fixed(store)), HttpSettings::default());
+    let receiver = Receiver::new(
+        Arc::new(StaticProvider(Arc::new(store))),
+        HttpSettings::default(),
+    );
 
     let req = http::Request::post("/webhook/orders")
         .header("content-type", "application/json")

@@ -58,7 +58,7 @@ pub use etcd::{EtcdProvider, EtcdSettings, EtcdTls};
 pub use model::{Ack, ConnectionConfig, DataType, EntryError, RetryPolicy, WebhookConfig};
 pub use provider::{
     BackendState, Compiler, ConfigProvider, Diff, PassThrough, ProviderStatus, ReloadReport,
-    ReloadRequest, Resync, compile_webhook, compile_webhook_json, parse_connection,
+    ReloadRequest, Resync, StaticProvider, compile_webhook, compile_webhook_json, parse_connection,
 };
 pub use secrets::{SecretResolver, SecretStore};
 pub use snapshot::{CATCH_ALL_ID, Found, Rejection, Snapshot, Store};

@@ -178,6 +178,31 @@ pub trait ConfigProvider<W: Send + Sync + 'static>: Send + Sync {
     }
 }
 
+/// A provider over a [`Store`] its owner publishes to: for tests, and for applications that
+/// compute their configuration themselves. It reports the `file` backend, always healthy;
+/// `reload` does nothing.
+pub struct StaticProvider<W>(pub Arc<Store<W>>);
+
+#[async_trait]
+impl<W: Send + Sync + 'static> ConfigProvider<W> for StaticProvider<W> {
+    fn snapshot(&self) -> Guard<Arc<Snapshot<W>>> {
+        self.0.load()
+    }
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+    fn state(&self) -> BackendState {
+        BackendState::Healthy
+    }
+    fn status(&self) -> ProviderStatus {
+        ProviderStatus::from_store("file", &self.0)
+    }
+    async fn reload(&self, _: ReloadRequest) -> Result<ReloadReport, ConfigError> {
+        Ok(ReloadReport::default())
+    }
+    async fn shutdown(&self) {}
+}
+
 /// A [`Compiler`] that serves the validated [`WebhookConfig`] unchanged: for a program that reads
 /// the webhook configs (through [`crate::file::FileProvider`] or [`crate::etcd::EtcdProvider`])
 /// without building sinks.

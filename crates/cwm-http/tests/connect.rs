@@ -8,15 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::Guard;
-use async_trait::async_trait;
 use bytes::Bytes;
-use cwm_config::{
-    BackendState, ConfigError, ConfigProvider, ProviderStatus, ReloadReport, ReloadRequest,
-    Snapshot, Store,
-};
+use cwm_config::StaticProvider;
+use cwm_config::{Snapshot, Store};
 use cwm_http::{HttpSettings, Receiver};
-use cwm_modules::CompiledWebhook;
 use cwm_relay::cloud::{ChannelManager, ChannelSpec, ManagerSettings, MemoryBuffer};
 use cwm_relay::protocol::{ClientFrame, PollResponse, ServerFrame, WebhookMessage};
 use futures_util::{SinkExt, StreamExt};
@@ -32,28 +27,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const TOKEN: &str = "channel_secret_token_123";
 const ADMIN: &str = "admin-secret";
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Static(Store<CompiledWebhook>);
-
-#[async_trait]
-impl ConfigProvider<CompiledWebhook> for Static {
-    fn snapshot(&self) -> Guard<Arc<Snapshot<CompiledWebhook>>> {
-        self.0.load()
-    }
-    fn backend(&self) -> &'static str {
-        "file"
-    }
-    fn state(&self) -> BackendState {
-        BackendState::Healthy
-    }
-    fn status(&self) -> ProviderStatus {
-        ProviderStatus::from_store("file", &self.0)
-    }
-    async fn reload(&self, _: ReloadRequest) -> Result<ReloadReport, ConfigError> {
-        Ok(ReloadReport::default())
-    }
-    async fn shutdown(&self) {}
-}
 
 /// A receiver served on a loopback port; stopped on drop.
 struct Server {
@@ -87,7 +60,10 @@ fn spec(name: &str, max_connections: usize) -> ChannelSpec {
 async fn start(manager: Option<ChannelManager>) -> Server {
     let store = Store::new(Snapshot::empty("default", true));
     store.mark_loaded();
-    let mut receiver = Receiver::new(Arc::new(Static(store)), HttpSettings::default());
+    let mut receiver = Receiver::new(
+        Arc::new(StaticProvider(Arc::new(store))),
+        HttpSettings::default(),
+    );
     if let Some(m) = &manager {
         receiver = receiver.with_connect(m.clone());
     }

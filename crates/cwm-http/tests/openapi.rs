@@ -5,40 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::Guard;
-use async_trait::async_trait;
 use bytes::Bytes;
-use cwm_config::{
-    BackendState, ConfigError, ConfigProvider, ProviderStatus, ReloadReport, ReloadRequest,
-    Snapshot, Store,
-};
+use cwm_config::StaticProvider;
+use cwm_config::{Snapshot, Store};
 use cwm_http::{HttpSettings, Receiver};
 use cwm_modules::{CompiledWebhook, ModuleContext, Registry};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-
-/// A provider serving a store the test changes.
-struct Static(Arc<Store<CompiledWebhook>>);
-
-#[async_trait]
-impl ConfigProvider<CompiledWebhook> for Static {
-    fn snapshot(&self) -> Guard<Arc<Snapshot<CompiledWebhook>>> {
-        self.0.load()
-    }
-    fn backend(&self) -> &'static str {
-        "file"
-    }
-    fn state(&self) -> BackendState {
-        BackendState::Healthy
-    }
-    fn status(&self) -> ProviderStatus {
-        ProviderStatus::from_store("file", &self.0)
-    }
-    async fn reload(&self, _: ReloadRequest) -> Result<ReloadReport, ConfigError> {
-        Ok(ReloadReport::default())
-    }
-    async fn shutdown(&self) {}
-}
 
 const SECRETS: [&str; 6] = [
     "tok-s3cret",
@@ -108,7 +81,7 @@ fn receiver(settings: HttpSettings) -> (Receiver, Arc<Store<CompiledWebhook>>) {
         store.update(|s| s.put_webhook(ns, id, hook));
     }
     store.mark_loaded();
-    let rx = Receiver::new(Arc::new(Static(store.clone())), settings);
+    let rx = Receiver::new(Arc::new(StaticProvider(store.clone())), settings);
     (rx, store)
 }
 

@@ -4,44 +4,17 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arc_swap::Guard;
 use async_trait::async_trait;
 use bytes::Bytes;
-use cwm_config::{
-    BackendState, ConfigError, ConfigProvider, ProviderStatus, ReloadReport, ReloadRequest,
-    Snapshot, Store,
-};
+use cwm_config::StaticProvider;
+use cwm_config::{Snapshot, Store};
 use cwm_http::{HttpSettings, Receiver};
 use cwm_modules::fake::{FakeBuilder, FakeSink, Outcome};
 use cwm_modules::{
-    BuildError, CompiledWebhook, Event, ModuleContext, Registry, Sink, SinkBuilder, SinkContext,
-    SinkError,
+    BuildError, Event, ModuleContext, Registry, Sink, SinkBuilder, SinkContext, SinkError,
 };
 use http_body_util::Full;
 use tokio::sync::Semaphore;
-
-/// A provider serving a fixed set of webhooks.
-struct Static(Store<CompiledWebhook>);
-
-#[async_trait]
-impl ConfigProvider<CompiledWebhook> for Static {
-    fn snapshot(&self) -> Guard<Arc<Snapshot<CompiledWebhook>>> {
-        self.0.load()
-    }
-    fn backend(&self) -> &'static str {
-        "file"
-    }
-    fn state(&self) -> BackendState {
-        BackendState::Healthy
-    }
-    fn status(&self) -> ProviderStatus {
-        ProviderStatus::from_store("file", &self.0)
-    }
-    async fn reload(&self, _: ReloadRequest) -> Result<ReloadReport, ConfigError> {
-        Ok(ReloadReport::default())
-    }
-    async fn shutdown(&self) {}
-}
 
 /// Deliveries of the `gate` sink wait for a permit here.
 static GATE: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(0)));
@@ -106,7 +79,7 @@ fn receiver_with(hooks: &[(&str, &str)], settings: HttpSettings, fake: &FakeSink
         store.update(|s| s.put_webhook("default", id, Arc::new(hook)));
     }
     store.mark_loaded();
-    Receiver::new(Arc::new(Static(store)), settings)
+    Receiver::new(Arc::new(StaticProvider(Arc::new(store))), settings)
 }
 
 async fn post(rx: &Receiver, path: &str) -> u16 {
