@@ -20,6 +20,8 @@
 set -euo pipefail
 
 SCENARIO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/checks.sh
+source "${SCENARIO_DIR}/../lib/checks.sh"
 CWM_URL="${CWM_URL:-http://localhost:8000}"
 CWM_URL="${CWM_URL%/}"
 CONFIG_DIR="${CONFIG_DIR:-${SCENARIO_DIR}/live}"
@@ -27,18 +29,12 @@ ADMIN_TOKEN="${ADMIN_TOKEN:-scenario-admin-token}"
 READY_TIMEOUT="${READY_TIMEOUT:-60}"
 PROPAGATION_TIMEOUT="${PROPAGATION_TIMEOUT:-10}"
 
-die() {
-  echo "error: $*" >&2
-  exit 2
-}
-
 command -v curl >/dev/null 2>&1 || die "curl not found (Debian package curl)"
 [[ -d "${CONFIG_DIR}" && -w "${CONFIG_DIR}" ]] || die "CONFIG_DIR ${CONFIG_DIR} is not a writable directory"
 
 RUN_ID="run-$$-${RANDOM}"
-PASSED=0
-FAILED=0
-BODY="$(mktemp)"
+CHECKS_URL="${CWM_URL}"
+checks_init
 SENDER_LOG="$(mktemp)"
 SENDER_PID=""
 
@@ -52,40 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now_ms() { date +%s%3N; }
-
-pass() {
-  PASSED=$((PASSED + 1))
-  echo "PASS  $*"
-}
-
-fail() {
-  FAILED=$((FAILED + 1))
-  echo "FAIL  $*"
-}
-
-summary() {
-  echo "RESULT: ${PASSED} passed, ${FAILED} failed"
-}
-
-# request METHOD PATH [JSON] [AUTHORIZATION]: prints the HTTP status (000 if the receiver did not
-# answer); the body is left in $BODY.
-request() {
-  local method="$1" path="$2" data="${3:-}" auth="${4:-}" code
-  local args=(-sS -o "${BODY}" -w '%{http_code}' --max-time 5 -X "${method}")
-  if [[ -n "${data}" ]]; then
-    args+=(-H 'Content-Type: application/json' --data "${data}")
-  fi
-  if [[ -n "${auth}" ]]; then
-    args+=(-H "Authorization: ${auth}")
-  fi
-  code="$(curl "${args[@]}" "${CWM_URL}${path}" 2>/dev/null)" || code=000
-  echo "${code}"
-}
-
 # post ID [AUTHORIZATION]: POST a small JSON event to /webhook/ID.
 post() {
-  request POST "/webhook/$1" "{\"event\":\"scenario01\",\"run\":\"${RUN_ID}\",\"id\":\"$1\"}" "${2:-}"
+  request POST "/webhook/$1" "{\"event\":\"scenario01\",\"run\":\"${RUN_ID}\",\"id\":\"$1\"}" ${2:+-H "Authorization: $2"}
 }
 
 describe() {
@@ -94,32 +59,12 @@ describe() {
 
 # expect WANT ID AUTH DESCRIPTION: one POST, now.
 expect() {
-  local want="$1" id="$2" auth="$3" desc="$4" got
-  got="$(post "${id}" "${auth}")"
-  if [[ "${got}" == "${want}" ]]; then
-    pass "${desc}: $(describe "${id}" "${auth}") -> ${got}"
-  else
-    fail "${desc}: $(describe "${id}" "${auth}") -> ${got}, want ${want} (body: $(head -c 200 "${BODY}"))"
-  fi
+  check "$1" "$(post "$2" "$3")" "$4: $(describe "$2" "$3")"
 }
 
 # eventually WANT ID AUTH DESCRIPTION: POST until the answer is WANT or PROPAGATION_TIMEOUT passes.
 eventually() {
-  local want="$1" id="$2" auth="$3" desc="$4" got start deadline
-  start="$(now_ms)"
-  deadline=$((start + PROPAGATION_TIMEOUT * 1000))
-  while :; do
-    got="$(post "${id}" "${auth}")"
-    if [[ "${got}" == "${want}" ]]; then
-      pass "${desc}: $(describe "${id}" "${auth}") -> ${got} after $(($(now_ms) - start)) ms"
-      return
-    fi
-    if (($(now_ms) >= deadline)); then
-      fail "${desc}: $(describe "${id}" "${auth}") -> ${got}, want ${want} within ${PROPAGATION_TIMEOUT}s (body: $(head -c 200 "${BODY}"))"
-      return
-    fi
-    sleep 0.05
-  done
+  poll_until "$1" "$4: $(describe "$2" "$3")" post "$2" "$3"
 }
 
 # status: GET /admin/config-status; sets STATUS_CODE and STATUS (the body without spaces and
@@ -127,7 +72,7 @@ eventually() {
 STATUS=""
 STATUS_CODE=""
 status() {
-  STATUS_CODE="$(request GET /admin/config-status "" "Bearer ${ADMIN_TOKEN}")"
+  STATUS_CODE="$(request GET /admin/config-status "" -H "Authorization: Bearer ${ADMIN_TOKEN}")"
   STATUS="$(tr -d ' \n' <"${BODY}")"
   [[ "${STATUS_CODE}" == 200 ]]
 }
@@ -172,7 +117,7 @@ write_atomic() {
 
 # reload: POST /admin/reload-config; prints the status code, body in $BODY.
 reload() {
-  request POST /admin/reload-config '{}' "Bearer ${ADMIN_TOKEN}"
+  request POST /admin/reload-config '{}' -H "Authorization: Bearer ${ADMIN_TOKEN}"
 }
 
 STABLE='"stable": {"data_type": "json", "module": "log"}'
@@ -185,16 +130,7 @@ live_hook() { echo "\"live_hook\": {\"data_type\": \"json\", \"module\": \"$1\",
 echo "Receiver ${CWM_URL}, config dir ${CONFIG_DIR}, run ${RUN_ID}"
 
 # 0. The receiver is up and has loaded its configuration.
-deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
-until [[ "$(request GET /health)" == 200 ]]; do
-  if (($(now_ms) >= deadline)); then
-    fail "receiver ready: GET ${CWM_URL}/health did not answer 200 within ${READY_TIMEOUT}s"
-    summary
-    exit 1
-  fi
-  sleep 0.2
-done
-pass "receiver ready: GET /health -> 200"
+wait_ready
 
 # 1. Start from a known configuration, loaded through the admin API (not the watcher).
 write_in_place connections.json '{}'
@@ -325,6 +261,3 @@ else
 fi
 
 summary
-if ((FAILED > 0)); then
-  exit 1
-fi

@@ -10,18 +10,9 @@ set -euo pipefail
 SCENARIO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../lib/connect_local.sh
 source "${SCENARIO_DIR}/../lib/connect_local.sh"
-trap local_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+local_traps
 
-pick_port
-REDIS_PORT="${PORT_PICKED}"
-pick_port
-CLOUD_PORT="${PORT_PICKED}"
-pick_port
-LOCAL_A_PORT="${PORT_PICKED}"
-pick_port
-LOCAL_B_PORT="${PORT_PICKED}"
+pick_ports REDIS_PORT CLOUD_PORT LOCAL_A_PORT LOCAL_B_PORT
 CLOUD="http://127.0.0.1:${CLOUD_PORT}"
 
 local_port() {
@@ -38,13 +29,7 @@ local_cmd() {
   local conf="${SCENARIO_DIR}/config"
   case "$1" in
     redis) redis_cmd "${REDIS_PORT}" ;;
-    cloud)
-      receiver_cmd "${CLOUD_PORT}" WEBHOOK_CONNECT_ENABLED=true \
-        WEBHOOK_CONNECT_REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0" \
-        WEBHOOK_CONNECT_ADMIN_TOKEN=admin_secret_123 \
-        WEBHOOKS_CONFIG_FILE="${conf}/cloud-webhooks.json" \
-        CONNECTIONS_CONFIG_FILE="${PWD}/connections.json"
-      ;;
+    cloud) cloud_cmd "${CLOUD_PORT}" "${REDIS_PORT}" "${conf}/cloud-webhooks.json" ;;
     local-a | local-b)
       receiver_cmd "$(local_port "$1")" WEBHOOKS_CONFIG_FILE="${conf}/local-webhooks.json" \
         CONNECTIONS_CONFIG_FILE="${PWD}/connections.json"
@@ -71,9 +56,8 @@ local_cmd() {
 }
 
 export CLOUD_URL="${CLOUD}"
-START_MS="$(date +%s%3N)"
+START_MS="$(now_ms)"
 rc=0
 # shellcheck source=run_test.sh
 source "${SCENARIO_DIR}/run_test.sh" "$@" || rc=$?
-lrun "finished in $(($(date +%s%3N) - START_MS)) ms, exit code ${rc}"
-exit "${rc}"
+local_finish "${rc}"

@@ -28,38 +28,9 @@ RECEIVER_LOG="${RECEIVER_LOG:-}"
 command -v curl >/dev/null 2>&1 || die "curl not found (Debian package curl)"
 
 RUN_ID="run-$$-${RANDOM}"
-PASSED=0
-FAILED=0
-BODY="$(mktemp)"
+CHECKS_URL="${CWM_URL}"
+checks_init
 trap 'rm -f "${BODY}"' EXIT
-
-now_ms() { date +%s%3N; }
-
-pass() {
-  PASSED=$((PASSED + 1))
-  echo "PASS  $*"
-}
-
-fail() {
-  FAILED=$((FAILED + 1))
-  echo "FAIL  $*"
-}
-
-summary() {
-  echo "RESULT: ${PASSED} passed, ${FAILED} failed"
-}
-
-# request METHOD PATH [JSON]: prints the HTTP status (000 if the receiver did not answer);
-# the body is left in $BODY.
-request() {
-  local method="$1" path="$2" data="${3:-}" code
-  local args=(-sS -o "${BODY}" -w '%{http_code}' --max-time 5 -X "${method}")
-  if [[ -n "${data}" ]]; then
-    args+=(-H 'Content-Type: application/json' --data "${data}")
-  fi
-  code="$(curl "${args[@]}" "${CWM_URL}${path}" 2>/dev/null)" || code=000
-  echo "${code}"
-}
 
 # post PATH: POST a small JSON event tagged with this run's id and the path.
 post() {
@@ -68,32 +39,12 @@ post() {
 
 # expect WANT PATH DESCRIPTION: one POST, now.
 expect() {
-  local want="$1" path="$2" desc="$3" got
-  got="$(post "${path}")"
-  if [[ "${got}" == "${want}" ]]; then
-    pass "${desc}: POST ${path} -> ${got}"
-  else
-    fail "${desc}: POST ${path} -> ${got}, want ${want} (body: $(head -c 200 "${BODY}"))"
-  fi
+  check "$1" "$(post "$2")" "$3: POST $2"
 }
 
 # eventually WANT PATH DESCRIPTION: POST until the answer is WANT or PROPAGATION_TIMEOUT passes.
 eventually() {
-  local want="$1" path="$2" desc="$3" got start deadline
-  start="$(now_ms)"
-  deadline=$((start + PROPAGATION_TIMEOUT * 1000))
-  while :; do
-    got="$(post "${path}")"
-    if [[ "${got}" == "${want}" ]]; then
-      pass "${desc}: POST ${path} -> ${got} after $(($(now_ms) - start)) ms"
-      return
-    fi
-    if (($(now_ms) >= deadline)); then
-      fail "${desc}: POST ${path} -> ${got}, want ${want} within ${PROPAGATION_TIMEOUT}s (body: $(head -c 200 "${BODY}"))"
-      return
-    fi
-    sleep 0.05
-  done
+  poll_until "$1" "$3: POST $2" post "$2"
 }
 
 # in_log DESCRIPTION COMMAND...: COMMAND (a grep of RECEIVER_LOG) succeeds within 2 s.
@@ -125,16 +76,7 @@ compact_event() {
 echo "Receiver ${CWM_URL}, default namespace ${DEFAULT_NAMESPACE}, run ${RUN_ID}"
 
 # 0. The receiver is up and has loaded its configuration (/health answers 503 before that).
-deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
-until [[ "$(request GET /health)" == 200 ]]; do
-  if (($(now_ms) >= deadline)); then
-    fail "receiver ready: GET ${CWM_URL}/health did not answer 200 within ${READY_TIMEOUT}s"
-    summary
-    exit 1
-  fi
-  sleep 0.2
-done
-pass "receiver ready: GET /health -> 200"
+wait_ready
 
 # 1. Seeded webhooks are served in their namespace (polled: the seed may still be propagating).
 eventually 200 /webhook/ns_alpha/hook1 "seeded alpha/hook1"
@@ -181,6 +123,3 @@ if [[ -n "${RECEIVER_LOG}" ]]; then
 fi
 
 summary
-if ((FAILED > 0)); then
-  exit 1
-fi

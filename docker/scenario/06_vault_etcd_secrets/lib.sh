@@ -9,34 +9,16 @@
 # VAULT_TOKEN (default root-token-06, the dev server's root token in docker-compose.yaml).
 
 SCENARIO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export ETCDCTL_API=3
+# shellcheck source=../lib/checks.sh
+source "${SCENARIO_DIR}/../lib/checks.sh"
 VAULT_ADDR="${VAULT_ADDR:-http://127.0.0.1:8200}"
 VAULT_ADDR="${VAULT_ADDR%/}"
 VAULT_TOKEN="${VAULT_TOKEN:-root-token-06}"
 VAULT_MOUNT="${VAULT_MOUNT:-webhooks}"
 
-die() {
-  echo "error: $*" >&2
-  exit 2
-}
-
 command -v curl >/dev/null 2>&1 || die "curl not found (Debian package curl)"
 
-ETCDCTL=()
-if [[ -n "${ETCDCTL_CMD:-}" ]]; then
-  read -r -a ETCDCTL <<<"${ETCDCTL_CMD}"
-elif command -v etcdctl >/dev/null 2>&1; then
-  ETCDCTL=(etcdctl)
-elif command -v docker >/dev/null 2>&1; then
-  ETCDCTL=(docker compose -f "${SCENARIO_DIR}/docker-compose.yaml" exec -T -e ETCDCTL_API=3 etcd etcdctl)
-else
-  die "etcdctl not found: install it (Debian package etcd-client) or set ETCDCTL_CMD"
-fi
-
-# ctl ARGS...: etcdctl with bounded timeouts.
-ctl() {
-  "${ETCDCTL[@]}" --dial-timeout=3s --command-timeout=5s "$@"
-}
+use_etcdctl "${SCENARIO_DIR}/docker-compose.yaml"
 
 # vault_api METHOD PATH [JSON]: one Vault API call (PATH after /v1/); prints the HTTP status.
 vault_api() {

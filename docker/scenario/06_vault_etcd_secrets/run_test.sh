@@ -28,42 +28,14 @@ READY_TIMEOUT="${READY_TIMEOUT:-60}"
 PROPAGATION_TIMEOUT="${PROPAGATION_TIMEOUT:-10}"
 RECEIVER_ERR="${RECEIVER_ERR:-}"
 
-PASSED=0
-FAILED=0
-BODY="$(mktemp)"
+CHECKS_URL="${CWM_URL}"
+checks_init
 trap 'rm -f "${BODY}"' EXIT
-
-now_ms() { date +%s%3N; }
-pass() {
-  PASSED=$((PASSED + 1))
-  echo "PASS  $*"
-}
-fail() {
-  FAILED=$((FAILED + 1))
-  echo "FAIL  $*"
-}
-summary() { echo "RESULT: ${PASSED} passed, ${FAILED} failed"; }
-
-# request METHOD PATH [DATA [HEADER...]]: prints the HTTP status (000 if no answer); body in $BODY.
-request() {
-  local method="$1" path="$2" data="${3:-}" code
-  shift 3 2>/dev/null || shift $#
-  local args=(-sS -o "${BODY}" -w '%{http_code}' --max-time 5 -X "${method}")
-  local h
-  for h in "$@"; do
-    args+=(-H "${h}")
-  done
-  if [[ -n "${data}" ]]; then
-    args+=(-H 'Content-Type: application/json' --data "${data}")
-  fi
-  code="$(curl "${args[@]}" "${CWM_URL}${path}" 2>/dev/null)" || code=000
-  echo "${code}"
-}
 
 # bearer ID [TOKEN]: POST {} to /webhook/ID with `Authorization: Bearer TOKEN` (none if empty).
 bearer() {
   if [[ -n "${2:-}" ]]; then
-    request POST "/webhook/$1" '{}' "Authorization: Bearer $2"
+    request POST "/webhook/$1" '{}' -H "Authorization: Bearer $2"
   else
     request POST "/webhook/$1" '{}'
   fi
@@ -75,51 +47,17 @@ hmac_hex() {
 }
 # signed SIGNATURE: POST the HMAC body to vault_hmac with X-HMAC-Signature.
 signed() {
-  request POST /webhook/vault_hmac "${HMAC_BODY}" "X-HMAC-Signature: $1"
-}
-
-# check WANT GOT DESCRIPTION
-check() {
-  if [[ "$2" == "$1" ]]; then
-    pass "$3 -> $2"
-  else
-    fail "$3 -> $2, want $1 (body: $(head -c 200 "${BODY}"))"
-  fi
+  request POST /webhook/vault_hmac "${HMAC_BODY}" -H "X-HMAC-Signature: $1"
 }
 
 # eventually WANT DESCRIPTION COMMAND...: COMMAND prints a status; poll until it is WANT.
-eventually() {
-  local want="$1" desc="$2" got start
-  shift 2
-  start="$(now_ms)"
-  while :; do
-    got="$("$@")"
-    if [[ "${got}" == "${want}" ]]; then
-      pass "${desc} -> ${got} after $(($(now_ms) - start)) ms"
-      return
-    fi
-    if (($(now_ms) - start >= PROPAGATION_TIMEOUT * 1000)); then
-      fail "${desc} -> ${got}, want ${want} within ${PROPAGATION_TIMEOUT}s (body: $(head -c 200 "${BODY}"))"
-      return
-    fi
-    sleep 0.05
-  done
-}
+eventually() { poll_until "$@"; }
 
 command -v openssl >/dev/null 2>&1 || die "openssl not found (Debian package openssl)"
 
 echo "Receiver ${CWM_URL}, Vault ${VAULT_ADDR} (mount ${VAULT_MOUNT})"
 
-deadline=$(($(now_ms) + READY_TIMEOUT * 1000))
-until [[ "$(request GET /health)" == 200 ]]; do
-  if (($(now_ms) >= deadline)); then
-    fail "receiver ready: GET ${CWM_URL}/health did not answer 200 within ${READY_TIMEOUT}s"
-    summary
-    exit 1
-  fi
-  sleep 0.2
-done
-pass "receiver ready: GET /health -> 200"
+wait_ready
 
 # I01: Bearer from Vault (polled first: the seed may still be propagating).
 eventually 200 "I01 vault_auth with ${TOKEN_V1}" bearer vault_auth "${TOKEN_V1}"
@@ -138,7 +76,7 @@ eventually 200 "I03 legacy_env with ${LEGACY_TOKEN}" bearer legacy_env "${LEGACY
 # takes it; etcd stays healthy.
 eventually 200 "with_default takes its inline default" bearer with_default dflt
 check 404 "$(bearer broken x)" "I05 broken (unresolved reference, no default) is not served"
-code="$(request GET /admin/config-status '' "Authorization: Bearer ${ADMIN_TOKEN}")"
+code="$(request GET /admin/config-status '' -H "Authorization: Bearer ${ADMIN_TOKEN}")"
 status="$(tr -d ' \n' <"${BODY}")"
 if [[ "${code}" == 200 && "${status}" == *'webhooks/broken'* && "${status}" == *'missing/path#f'* ]]; then
   pass "I05 config-status lists ${PREFIX}default/webhooks/broken, naming missing/path#f"
@@ -167,7 +105,7 @@ check 401 "$(signed "$(hmac_hex "${HMAC_V1}")")" "I04 after rotation: vault_hmac
 
 # Rotation through an admin reload: every reference is fetched again, no re-put.
 vault_put app/auth "{\"webhook_token\":\"${TOKEN_V3}\",\"hmac_secret\":\"${HMAC_V2}\"}"
-check 200 "$(request POST /admin/reload-config '{}' "Authorization: Bearer ${ADMIN_TOKEN}")" \
+check 200 "$(request POST /admin/reload-config '{}' -H "Authorization: Bearer ${ADMIN_TOKEN}")" \
   "POST /admin/reload-config"
 check 200 "$(bearer vault_auth "${TOKEN_V3}")" "after an admin reload: vault_auth with ${TOKEN_V3}"
 check 401 "$(bearer vault_auth "${TOKEN_V2}")" "after an admin reload: vault_auth with ${TOKEN_V2}"
@@ -175,7 +113,7 @@ check 401 "$(bearer vault_auth "${TOKEN_V2}")" "after an admin reload: vault_aut
 # No secret value anywhere the receiver reports.
 leaks=""
 for what in "/admin/config-status" /metrics /health /stats; do
-  request GET "${what}" '' "Authorization: Bearer ${ADMIN_TOKEN}" >/dev/null
+  request GET "${what}" '' -H "Authorization: Bearer ${ADMIN_TOKEN}" >/dev/null
   for secret in "${TOKEN_V1}" "${TOKEN_V2}" "${TOKEN_V3}" "${HMAC_V1}" "${HMAC_V2}" "${VAULT_TOKEN}"; do
     if grep -qF "${secret}" "${BODY}"; then
       leaks+=" ${what}:${secret}"
@@ -196,6 +134,3 @@ else
 fi
 
 summary
-if ((FAILED > 0)); then
-  exit 1
-fi

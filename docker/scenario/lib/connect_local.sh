@@ -11,25 +11,13 @@
 # target/debug/cwm-receiver and target/debug/cwm-connector, built when missing).
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+# shellcheck source=local.sh
+source "${REPO_ROOT}/docker/scenario/lib/local.sh"
 SCENARIO_MODE=local
 export SCENARIO_MODE
 
-lrun() { echo "run_local: $*"; }
-ldie() {
-  echo "run_local: error: $*" >&2
-  exit 1
-}
-
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=("redis-server (Debian package redis-server)")
-command -v curl >/dev/null 2>&1 || missing+=("curl (Debian package curl)")
-command -v python3 >/dev/null 2>&1 || missing+=("python3 (Debian package python3)")
-if ((${#missing[@]} > 0)); then
-  for m in "${missing[@]}"; do
-    echo "run_local: error: ${m} is not installed" >&2
-  done
-  ldie "run \`make deps-test\` (installs them with apt-get), then try again"
-fi
+need_commands "redis-server|redis-server (Debian package redis-server)" \
+  "curl|curl (Debian package curl)" "python3|python3 (Debian package python3)"
 
 TARGET="${CARGO_TARGET_DIR:-${REPO_ROOT}/target}"
 RECEIVER_BIN="${CWM_RECEIVER_BIN:-${TARGET}/debug/cwm-receiver}"
@@ -43,30 +31,7 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cwm-$(basename "${SCENARIO_DIR}").XXXXXX")"
 mkdir -p "${WORK}/logs"
-declare -A PIDS=()
-
-# local_down NAME: SIGTERM, SIGKILL after 5 s.
-local_down() {
-  local pid="${PIDS[$1]:-}" i
-  [[ -n "${pid}" ]] || return 0
-  unset "PIDS[$1]"
-  kill -TERM "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "${pid}" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "${pid}" 2>/dev/null || true
-  wait "${pid}" 2>/dev/null || true
-}
-
-# local_kill NAME: SIGKILL at once (a crash).
-local_kill() {
-  local pid="${PIDS[$1]:-}"
-  [[ -n "${pid}" ]] || return 0
-  unset "PIDS[$1]"
-  kill -KILL "${pid}" 2>/dev/null || true
-  wait "${pid}" 2>/dev/null || true
-}
+LOG_TAIL=15
 
 # local_dir NAME: where the local processor NAME writes its events.
 local_dir() {
@@ -82,23 +47,24 @@ local_up() {
     >>"${WORK}/logs/${name}.out" 2>>"${WORK}/logs/${name}.err" &
   PIDS[${name}]=$!
   port="$(local_port "${name}")"
-  deadline=$(($(now_ms) + 30000))
-  while (($(now_ms) < deadline)); do
-    kill -0 "${PIDS[${name}]}" 2>/dev/null || {
-      tail -n 20 "${WORK}/logs/${name}.err" >&2
-      ldie "${name} exited at start"
-    }
-    if [[ -z "${port}" ]]; then
-      sleep 0.3
-      return 0
-    fi
-    if [[ "${name}" == redis ]]; then
+  if [[ -n "${port}" && "${name}" != redis ]]; then
+    wait_http_ok "${PIDS[${name}]}" "http://127.0.0.1:${port}/health" 30000 && return 0
+  else
+    deadline=$(($(now_ms) + 30000))
+    while (($(now_ms) < deadline)); do
+      kill -0 "${PIDS[${name}]}" 2>/dev/null || break
+      if [[ -z "${port}" ]]; then
+        sleep 0.3
+        return 0
+      fi
       (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && return 0
-    elif [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:${port}/health" 2>/dev/null)" == 200 ]]; then
-      return 0
-    fi
-    sleep 0.1
-  done
+      sleep 0.1
+    done
+  fi
+  if ! kill -0 "${PIDS[${name}]}" 2>/dev/null; then
+    tail -n 20 "${WORK}/logs/${name}.err" >&2
+    ldie "${name} exited at start"
+  fi
   ldie "${name} did not become ready on port ${port}"
 }
 
@@ -109,44 +75,6 @@ local_reset() {
     local_down "${name}"
   done
   find "${WORK}" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
-}
-
-# shellcheck disable=SC2317 # the EXIT trap
-local_cleanup() {
-  local rc=$? name f
-  trap - EXIT INT TERM
-  for name in "${!PIDS[@]}"; do
-    local_down "${name}"
-  done
-  rm -f "${BODY:-}"
-  if ((rc != 0)); then
-    for f in "${WORK}"/logs/*.err; do
-      [[ -s "${f}" ]] || continue
-      echo "----- last lines of ${f##*/} -----" >&2
-      tail -n 15 "${f}" >&2
-    done
-  fi
-  if [[ "${KEEP_SCENARIO_DIR:-}" == 1 ]]; then
-    lrun "kept ${WORK}"
-  else
-    rm -rf "${WORK}"
-  fi
-  exit "${rc}"
-}
-
-# pick_port: set PORT_PICKED to a free loopback port below the ephemeral range, not yet handed out.
-PORTS_USED=" "
-pick_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    [[ "${PORTS_USED}" == *" ${p} "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/${p}") 2>/dev/null; then
-      PORTS_USED+="${p} "
-      PORT_PICKED="${p}"
-      return
-    fi
-  done
 }
 
 # redis_cmd PORT: exec a throwaway Redis (no persistence) on PORT.
@@ -161,6 +89,16 @@ receiver_cmd() {
   shift
   exec env -i PATH="${PATH}" HOME="${PWD}" HOST=127.0.0.1 PORT="${port}" \
     SHUTDOWN_TIMEOUT_SECONDS=3 LOG_LEVEL=info CONFIG_FILE_WATCHING_ENABLED=false "$@" "${RECEIVER_BIN}"
+}
+
+# cloud_cmd PORT REDIS_PORT WEBHOOKS_FILE: exec the cloud receiver of the compose files (Webhook
+# Connect on, Redis buffer, admin token admin_secret_123) on PORT.
+cloud_cmd() {
+  receiver_cmd "$1" WEBHOOK_CONNECT_ENABLED=true \
+    WEBHOOK_CONNECT_REDIS_URL="redis://127.0.0.1:$2/0" \
+    WEBHOOK_CONNECT_ADMIN_TOKEN=admin_secret_123 \
+    WEBHOOKS_CONFIG_FILE="$3" \
+    CONNECTIONS_CONFIG_FILE="${PWD}/connections.json"
 }
 
 # connector_cmd [VAR=VALUE...] [-- ARGS...]: exec cwm-connector with the given environment only.

@@ -9,40 +9,26 @@
 #                                   before sourcing run_test.sh.
 #
 # A test step only uses: svc_up, svc_down, reset_stack, send_webhook, delivered, wait_delivered,
-# request (curl against the cloud receiver), pass/fail/summary.
+# request (curl against the cloud receiver), pass/fail/summary (checks.sh).
 
 CONNECT_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=checks.sh
+source "${CONNECT_LIB_DIR}/checks.sh"
 SCENARIO_MODE="${SCENARIO_MODE:-docker}"
 CLOUD_URL="${CLOUD_URL:-http://localhost:8010}"
 CLOUD_URL="${CLOUD_URL%/}"
 ADMIN_TOKEN="${ADMIN_TOKEN:-admin_secret_123}"
 DELIVERY_TIMEOUT="${DELIVERY_TIMEOUT:-60}"
+CHECKS_URL="${CLOUD_URL}"
+CHECKS_MAX_TIME=70
 
-PASSED=0
-FAILED=0
-BODY="$(mktemp)"
+checks_init
 if [[ "${SCENARIO_MODE}" != local ]]; then
   # shellcheck disable=SC2064 # expand now: the file name is fixed
   trap "rm -f '${BODY}'" EXIT
 fi # run_local.sh's own exit trap removes it in local mode
 
-now_ms() { date +%s%3N; }
 say() { echo "---- $*"; }
-
-pass() {
-  PASSED=$((PASSED + 1))
-  echo "PASS  $*"
-}
-
-fail() {
-  FAILED=$((FAILED + 1))
-  echo "FAIL  $*"
-}
-
-summary() {
-  echo "RESULT: ${PASSED} passed, ${FAILED} failed"
-  ((FAILED == 0))
-}
 
 compose() {
   docker compose -f "${SCENARIO_DIR}/docker-compose.yaml" "$@"
@@ -81,27 +67,9 @@ reset_stack() {
   fi
 }
 
-# request METHOD PATH [JSON] [curl args...]: the HTTP status against the cloud receiver (000 when
-# it did not answer); the body is left in $BODY.
-request() {
-  local method="$1" path="$2" data="${3:-}" code
-  shift 3 || shift $#
-  local args=(-sS -o "${BODY}" -w '%{http_code}' --max-time 70 -X "${method}")
-  if [[ -n "${data}" ]]; then
-    args+=(-H 'Content-Type: application/json' --data "${data}")
-  fi
-  code="$(curl "${args[@]}" "$@" "${CLOUD_URL}${path}" 2>/dev/null)" || code=000
-  echo "${code}"
-}
-
 # admin METHOD PATH [JSON]: request with the admin token.
 admin() {
   request "$1" "/admin/webhook-connect$2" "${3:-}" -H "Authorization: Bearer ${ADMIN_TOKEN}"
-}
-
-# json_get EXPR: evaluate a Python expression on the JSON in $BODY (bound to `d`).
-json_get() {
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($1)" "${BODY}" 2>/dev/null
 }
 
 # send_webhook WEBHOOK_ID SEQUENCE: POST one event to the cloud; prints the status.
