@@ -162,10 +162,26 @@ impl Connection {
     }
     /// A WebSocket ack or nack of a message sent on this connection; ignored when the message
     /// is not in flight here.
+    ///
+    /// The message leaves this connection's in-flight set at once; the buffer's round trip runs
+    /// in a task of its own, so a connector's acks are not read one round trip at a time.
     pub async fn acknowledge(&self, message_id: &str, status: AckStatus) {
-        if let Err(e) = self.inner.settle(&self.id, None, message_id, status).await {
-            tracing::debug!(connection = %self.id, message_id, error = %e, "acknowledgment ignored");
-        }
+        let taken = match self.inner.take_in_flight(&self.id, None, message_id) {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::debug!(connection = %self.id, message_id, error = %e, "acknowledgment ignored");
+                return;
+            }
+        };
+        let inner = self.inner.clone();
+        let id = self.id.clone();
+        let message_id = message_id.to_owned();
+        tokio::spawn(async move {
+            let (tag, channel) = taken;
+            let _ = inner
+                .complete(&id, &message_id, tag, &channel, status)
+                .await;
+        });
     }
     /// The client sent a heartbeat (WebSocket liveness).
     pub fn heartbeat(&self) {
@@ -1030,7 +1046,20 @@ impl Inner {
         message_id: &str,
         status: AckStatus,
     ) -> Result<(), AckError> {
-        let (tag, channel) = {
+        let (tag, channel) = self.take_in_flight(connection_id, token, message_id)?;
+        self.complete(connection_id, message_id, tag, &channel, status)
+            .await
+    }
+
+    /// The first half of [`settle`](Self::settle): check the connection (and token) and take the
+    /// message out of its in-flight set. Returns the buffer tag and the channel.
+    fn take_in_flight(
+        &self,
+        connection_id: &str,
+        token: Option<&str>,
+        message_id: &str,
+    ) -> Result<(DeliveryTag, Arc<str>), AckError> {
+        {
             let mut guard = self.lock();
             let State { channels, conns } = &mut *guard;
             let conn = conns
@@ -1048,8 +1077,24 @@ impl Inner {
                 .in_flight
                 .remove(message_id)
                 .ok_or(AckError::NotInFlight)?;
-            (f.tag, conn.channel.clone())
-        };
+            let channel = conn.channel.clone();
+            if let Some(ch) = channels.get(&channel) {
+                // Room for one more message on this connection.
+                ch.pump.wake.notify_one();
+            }
+            Ok((f.tag, channel))
+        }
+    }
+
+    /// The second half of [`settle`](Self::settle): tell the buffer, then count the outcome.
+    async fn complete(
+        &self,
+        connection_id: &str,
+        message_id: &str,
+        tag: DeliveryTag,
+        channel: &Arc<str>,
+        status: AckStatus,
+    ) -> Result<(), AckError> {
         let result = match status {
             AckStatus::Ack => self.buffer.ack(&tag).await,
             AckStatus::Nack { retry } => self.buffer.nack(&tag, retry).await,
@@ -1067,7 +1112,7 @@ impl Inner {
                 conns.remove(connection_id);
             }
         }
-        if let Some(ch) = channels.get_mut(&channel) {
+        if let Some(ch) = channels.get_mut(channel) {
             if result.is_ok() {
                 match status {
                     AckStatus::Ack => {
@@ -1524,6 +1569,7 @@ mod tests {
         let first = recv(&mut c).await;
         assert_eq!(first.sequence, 1);
         c.acknowledge(&first.message_id, AckStatus::Ack).await;
+        settle().await;
         assert!(publish(&m, "c", 6).await.unwrap() > 3);
         assert_eq!(stat(&m, "c", "messages_delivered").await, 1);
     }
@@ -1660,6 +1706,7 @@ mod tests {
         assert!(t0.elapsed() >= Duration::from_secs(5));
         assert_eq!(stat(&m, "c", "messages_in_flight").await, 1);
         c.acknowledge(&again.message_id, AckStatus::Ack).await;
+        settle().await;
         assert_eq!(stat(&m, "c", "messages_delivered").await, 1);
     }
 
