@@ -218,7 +218,7 @@ pub trait Buffer: Send + Sync + 'static {
     ) -> Result<(), BufferError>;
     /// Messages waiting in the queue (not yet fetched or fetched and not acknowledged).
     async fn depth(&self, key: &QueueKey) -> Result<u64, BufferError>;
-    /// Up to `max` deliverable messages from these queues, oldest first per queue; waits up to
+    /// Up to `max` deliverable messages from these (distinct) queues, oldest first per queue; waits up to
     /// `wait` when there is none. Expired messages are not returned (they are dropped or
     /// dead-lettered as the backend does, and counted by [`Buffer::expired_count`]).
     async fn fetch(

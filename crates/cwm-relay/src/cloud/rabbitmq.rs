@@ -13,7 +13,7 @@
 //! ([`Buffer::release`], a dropped connection) returns every unacknowledged message to the
 //! queue. The connection is re-opened lazily after the broker went away.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -241,9 +241,9 @@ impl RabbitBuffer {
         Ok(())
     }
 
-    /// Messages of `key` ready on the broker, on a throw-away channel (a missing queue closes
-    /// the channel it is asked on).
-    async fn ready_count(&self, link: &Link, key: &QueueKey) -> Result<u64, BufferError> {
+    /// Messages of `key` ready on the broker, `None` when the queue does not exist: a passive
+    /// declare on a throw-away channel (a missing queue closes the channel it is asked on).
+    async fn passive_count(&self, link: &Link, key: &QueueKey) -> Result<Option<u64>, BufferError> {
         let name = queue_name(key);
         bounded(async {
             let ch = link.connection.create_channel().await?;
@@ -261,12 +261,17 @@ impl RabbitBuffer {
                 let _ = ch.close(200, "OK".into()).await;
             }
             match q {
-                Ok(q) => Ok(u64::from(q.message_count())),
-                Err(e) if is_not_found(&e) => Ok(0),
+                Ok(q) => Ok(Some(u64::from(q.message_count()))),
+                Err(e) if is_not_found(&e) => Ok(None),
                 Err(e) => Err(e),
             }
         })
         .await
+    }
+
+    /// Messages of `key` ready on the broker (0 for a missing queue).
+    async fn ready_count(&self, link: &Link, key: &QueueKey) -> Result<u64, BufferError> {
+        Ok(self.passive_count(link, key).await?.unwrap_or(0))
     }
 
     /// Messages of `key` this process holds unacknowledged (waiting for a fetch or handed out).
@@ -285,7 +290,7 @@ impl RabbitBuffer {
         let settings = lock(&self.settings).get(key).copied();
         if let Some(s) = settings {
             self.declare(link, key, s).await?;
-        } else if !self.exists(link, key).await? {
+        } else if self.passive_count(link, key).await?.is_none() {
             return Ok(());
         }
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
@@ -362,32 +367,6 @@ impl RabbitBuffer {
             let _ = channel.close(200, "duplicate".into()).await;
         }
         Ok(())
-    }
-
-    async fn exists(&self, link: &Link, key: &QueueKey) -> Result<bool, BufferError> {
-        let name = queue_name(key);
-        bounded(async {
-            let ch = link.connection.create_channel().await?;
-            let q = ch
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            if ch.status().connected() {
-                let _ = ch.close(200, "OK".into()).await;
-            }
-            match q {
-                Ok(_) => Ok(true),
-                Err(e) if is_not_found(&e) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .await
     }
 
     /// Take what waits locally for `queues`, up to `max`, oldest first per queue.
@@ -546,15 +525,9 @@ impl Buffer for RabbitBuffer {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, BufferError> {
-        let queues: Vec<QueueKey> = queues
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let deadline = tokio::time::Instant::now() + wait;
         let link = self.link().await?;
-        for key in &queues {
+        for key in queues {
             self.consume(&link, key).await?;
         }
         let mut out = Vec::new();
@@ -562,7 +535,7 @@ impl Buffer for RabbitBuffer {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.take(&queues, max, &mut out).await;
+            self.take(queues, max, &mut out).await;
             if !out.is_empty() || max == 0 {
                 return Ok(out);
             }

@@ -15,7 +15,7 @@
 //! again; entries left pending longer than the queue's `ack_timeout` (a consumer died) are
 //! claimed with XAUTOCLAIM.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -493,12 +493,6 @@ impl Buffer for RedisBuffer {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, BufferError> {
-        let queues: Vec<QueueKey> = queues
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let mut out = Vec::new();
         if queues.is_empty() || max == 0 {
             if !wait.is_zero() {
@@ -508,9 +502,9 @@ impl Buffer for RedisBuffer {
         }
         let deadline = Instant::now() + wait;
         loop {
-            self.take_retries(&queues, max, &mut out).await?;
+            self.take_retries(queues, max, &mut out).await?;
             if out.len() < max {
-                self.autoclaim(&queues, max, &mut out).await?;
+                self.autoclaim(queues, max, &mut out).await?;
             }
             if out.len() < max {
                 let block = if out.is_empty() {
@@ -528,7 +522,7 @@ impl Buffer for RedisBuffer {
                 } else {
                     Duration::ZERO
                 };
-                self.read_new(&queues, max - out.len(), block, &mut out)
+                self.read_new(queues, max - out.len(), block, &mut out)
                     .await?;
             }
             if !out.is_empty() || Instant::now() >= deadline {
