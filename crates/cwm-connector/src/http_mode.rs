@@ -159,21 +159,10 @@ impl HttpDelivery {
         .await;
         match result {
             Ok(Ok(status)) => Attempt::Status(status),
-            Ok(Err(e)) => Attempt::Failed(error_chain(&e)),
+            Ok(Err(e)) => Attempt::Failed(cwm_modules::error_chain(&e)),
             Err(_) => Attempt::Failed(format!("timed out after {timeout:?}")),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The request of one attempt: target headers, `X-Original-<name>` for every original header,

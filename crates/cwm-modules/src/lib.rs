@@ -58,6 +58,7 @@ mod words;
 pub use cleanup::CredentialCleanup;
 pub use connection::{Connection, Connections};
 pub use context::ModuleContext;
+pub use outbound::client::error_chain;
 pub use payload::JsonPayload;
 pub use registry::{CompiledWebhook, Registry};
 pub use retry::Retry;

@@ -171,7 +171,7 @@ pub(crate) fn refused_in(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The error and its causes ("client error (Connect): tcp connect error: Connection refused").
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
