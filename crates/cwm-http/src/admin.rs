@@ -84,6 +84,24 @@ fn diff_details(kind: &str, d: &Diff) -> Value {
     })
 }
 
+/// The body of an admin request, at most [`MAX_ADMIN_BODY`] bytes; otherwise the answer to send.
+pub(crate) async fn read_admin_body<B: RequestBody>(
+    inner: &Inner,
+    body: &mut Option<B>,
+) -> Result<bytes::Bytes, Response<Body>> {
+    let Some(body) = body.take() else {
+        return Err(response::internal_error());
+    };
+    body::read(body, MAX_ADMIN_BODY, inner.settings.body_idle_timeout)
+        .await
+        .map_err(|e| {
+            e.answer(response::detail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ))
+        })
+}
+
 pub(crate) async fn reload<B>(inner: &Inner, parts: &Parts, body: &mut Option<B>) -> Response<Body>
 where
     B: RequestBody,
@@ -91,17 +109,9 @@ where
     if let Some(r) = refuse(inner, parts) {
         return r;
     }
-    let Some(body) = body.take() else {
-        return response::internal_error();
-    };
-    let body = match body::read(body, MAX_ADMIN_BODY, inner.settings.body_idle_timeout).await {
+    let body = match read_admin_body(inner, body).await {
         Ok(b) => b,
-        Err(e) => {
-            return e.answer(response::detail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ));
-        }
+        Err(r) => return r,
     };
     // A missing, non-JSON or non-object body means "reload both", as upstream.
     let opts = match serde_json::from_slice::<Value>(&body) {

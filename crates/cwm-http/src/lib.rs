@@ -35,7 +35,8 @@
 //! let registry = Arc::new(Registry::with_builtin_sinks(modules.clone()));
 //! let connections = dir.path().join("connections.json"); // absent: no connections
 //! let provider =
-//!     FileProvider::start(&webhooks, connections, registry, Arc::new(ProcessEnv), None).await?;
+//!     FileProvider::start(&webhooks, connections, registry, Arc::new(ProcessEnv), None, None)
+//!         .await?;
 //! let receiver = Receiver::new(provider, HttpSettings::default()).with_modules(modules);
 //!
 //! let request = http::Request::post("/webhook/orders")

@@ -10,14 +10,12 @@ use cwm_relay::cloud::{ChannelManager, DisconnectError};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq as _;
 
-use super::{bearer, int_param, query, unprocessable};
+use super::{int_param, query, unprocessable};
+use crate::auth::{AdminDenied, check_admin};
 use crate::response::{self, Body};
-use crate::{Inner, RequestBody, body};
+use crate::{Inner, RequestBody};
 
-/// Admin request bodies are tiny; anything larger is refused.
-const MAX_ADMIN_BODY: usize = 64 * 1024;
 /// The rotation grace period when the body names none.
 const DEFAULT_GRACE: u64 = 3600;
 /// The most dead letters one request lists.
@@ -121,34 +119,26 @@ pub(crate) async fn handle<B: RequestBody>(
     }
 }
 
-/// The admin token check: 403 when there is no admin token, 401 without or with a wrong one.
+/// The admin token check (the receiver's own, [`check_admin`]), answered with the Python
+/// gateway's messages: 403 when there is no admin token, 401 without or with a wrong one.
 fn authorize(manager: Option<&ChannelManager>, parts: &Parts) -> Result<(), Response<Body>> {
-    let expected = manager.map_or("", |m| m.settings().admin_token.as_str());
-    if expected.is_empty() {
-        return Err(response::detail(
-            StatusCode::FORBIDDEN,
-            "Admin API disabled. Set WEBHOOK_CONNECT_ADMIN_TOKEN environment variable.",
-        ));
-    }
+    let configured = manager.map(|m| m.settings().admin_token.as_str());
     let header = parts
         .headers
         .get(http::header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-        .filter(|v| !v.is_empty());
-    let Some(header) = header else {
-        return Err(response::detail(
-            StatusCode::UNAUTHORIZED,
-            "Missing authorization header",
-        ));
-    };
-    if bool::from(bearer(&header).as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(response::detail(
-            StatusCode::UNAUTHORIZED,
-            "Invalid admin token",
-        ))
-    }
+        .map(http::HeaderValue::as_bytes);
+    check_admin(configured, header).map_err(|denied| match denied {
+        AdminDenied::Disabled => response::detail(
+            StatusCode::FORBIDDEN,
+            "Admin API disabled. Set WEBHOOK_CONNECT_ADMIN_TOKEN environment variable.",
+        ),
+        AdminDenied::Unauthorized(_) if header.is_none_or(<[u8]>::is_empty) => {
+            response::detail(StatusCode::UNAUTHORIZED, "Missing authorization header")
+        }
+        AdminDenied::Unauthorized(_) => {
+            response::detail(StatusCode::UNAUTHORIZED, "Invalid admin token")
+        }
+    })
 }
 
 /// `POST .../channels/{ch}/rotate-token` with `{"grace_period_seconds": int}` (default 3600).
@@ -158,17 +148,9 @@ async fn rotate<B: RequestBody>(
     body: &mut Option<B>,
     channel: &str,
 ) -> Response<Body> {
-    let Some(body) = body.take() else {
-        return response::internal_error();
-    };
-    let bytes = match body::read(body, MAX_ADMIN_BODY, inner.settings.body_idle_timeout).await {
+    let bytes = match crate::admin::read_admin_body(inner, body).await {
         Ok(b) => b,
-        Err(e) => {
-            return e.answer(response::detail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ));
-        }
+        Err(r) => return r,
     };
     let doc = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => m,
