@@ -96,11 +96,16 @@ delivered() {
   if [[ "${SCENARIO_MODE}" == local ]]; then
     local dir
     dir="$(local_dir "$1")"
+    # A missing folder is not "nothing delivered": the service never ran.
+    [[ -d "${dir}" ]] || {
+      echo ERR
+      return
+    }
     find "${dir}" -maxdepth 1 -type f \( -name '*.json' -o -name '*.txt' \) 2>/dev/null | wc -l
   else
     compose exec -T "$1" bash -c \
       'find /app/logs/webhooks -maxdepth 1 -type f \( -name "*.json" -o -name "*.txt" \) 2>/dev/null | wc -l' \
-      2>/dev/null || echo 0
+      2>/dev/null || echo ERR
   fi
 }
 
