@@ -387,7 +387,7 @@ async fn run(args: Args) -> ExitCode {
             let watch = args
                 .config_file_watching_enabled
                 .then(|| Duration::from_secs_f64(args.config_reload_debounce_seconds));
-            let started = FileProvider::start_with_secrets(
+            let started = FileProvider::start(
                 &args.webhooks_config_file,
                 &args.connections_config_file,
                 registry.clone(),
@@ -411,7 +411,7 @@ async fn run(args: Args) -> ExitCode {
         Backend::Etcd => {
             // Returns at once: until the first full load, /health and webhooks answer 503.
             let started = args.etcd.settings().and_then(|s| {
-                EtcdProvider::start_with_secrets(s, registry.clone(), Arc::new(ProcessEnv), secrets)
+                EtcdProvider::start(s, registry.clone(), Arc::new(ProcessEnv), secrets)
             });
             match started {
                 Ok(p) => p,

@@ -17,9 +17,9 @@ use crate::provider::{
     BackendState, Compiler, ConfigProvider, Diff, ProviderStatus, ReloadReport, ReloadRequest,
     compile_webhook, parse_connection,
 };
-use crate::secrets::{SecretEnv, SecretResolver, Secrets, prefetch, references_in_value};
+use crate::secrets::{SecretEnv, SecretResolver, Secrets, prefetch};
 use crate::snapshot::{Snapshot, Store, now_rfc3339};
-use crate::subst::Env;
+use crate::subst::{Env, vault_references};
 
 /// The namespace file-backed webhooks live in. Lookups ignore the namespace (upstream behaviour).
 pub const FILE_NAMESPACE: &str = "default";
@@ -69,28 +69,16 @@ enum Kind {
 
 impl<C: Compiler> FileProvider<C> {
     /// Load both files, mark the provider loaded and, when `watch` is `Some(debounce)`, reload
-    /// when they change ([`FileProvider::watch`]). An unreadable or malformed file, or a watcher
-    /// that cannot start, is an error (the receiver refuses to start). Must run inside a Tokio
-    /// runtime when watching.
+    /// when they change ([`FileProvider::watch`]). `{$vault:...}` references are resolved
+    /// through `secrets` (see [`crate::secrets`]); with `None` (Vault off) they take their inline
+    /// default. An unreadable or malformed file, or a watcher that cannot start, is an error (the
+    /// receiver refuses to start). Must run inside a Tokio runtime when watching.
     ///
-    /// Both providers start the same way: source, compiler, env, an `Arc` back, loaded and kept
-    /// current by the provider itself (see [`crate::etcd::EtcdProvider::start`], which returns
-    /// before its first load instead). [`FileProvider::new`], [`FileProvider::load`] and
-    /// [`FileProvider::watch`] remain for callers that need the steps apart.
+    /// Both providers start the same way: source, compiler, env, secrets, an `Arc` back, loaded
+    /// and kept current by the provider itself (see [`crate::etcd::EtcdProvider::start`], which
+    /// returns before its first load instead). [`FileProvider::new`], [`FileProvider::load`] and
+    /// [`FileProvider::watch`] remain for callers that need the steps apart (without Vault).
     pub async fn start(
-        webhooks_path: impl Into<PathBuf>,
-        connections_path: impl Into<PathBuf>,
-        compiler: Arc<C>,
-        env: Arc<dyn Env + Send + Sync>,
-        watch: Option<Duration>,
-    ) -> Result<Arc<Self>, ConfigError> {
-        Self::start_with_secrets(webhooks_path, connections_path, compiler, env, None, watch).await
-    }
-
-    /// [`FileProvider::start`] with `{$vault:...}` references resolved through `secrets` (see
-    /// [`crate::secrets`]); `None` is [`FileProvider::start`]. The etcd backend takes the same
-    /// addition ([`crate::etcd::EtcdProvider::start_with_secrets`]).
-    pub async fn start_with_secrets(
         webhooks_path: impl Into<PathBuf>,
         connections_path: impl Into<PathBuf>,
         compiler: Arc<C>,
@@ -98,9 +86,9 @@ impl<C: Compiler> FileProvider<C> {
         secrets: Option<Arc<SecretResolver>>,
         watch: Option<Duration>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let provider = Arc::new(
-            Self::new(webhooks_path, connections_path, compiler, env).with_secrets(secrets),
-        );
+        let mut provider = Self::new(webhooks_path, connections_path, compiler, env);
+        provider.secrets = secrets;
+        let provider = Arc::new(provider);
         let report = provider.load().await?;
         tracing::info!(
             webhooks = report.webhooks.map_or(0, |d| d.total),
@@ -131,12 +119,6 @@ impl<C: Compiler> FileProvider<C> {
             info: Mutex::new(Info::default()),
             watcher: Mutex::new(None),
         }
-    }
-
-    /// Resolve `{$vault:...}` references through `secrets` (before the first load).
-    pub fn with_secrets(mut self, secrets: Option<Arc<SecretResolver>>) -> Self {
-        self.secrets = secrets;
-        self
     }
 
     /// The first load. An unreadable or malformed file is an error (the receiver refuses to start).
@@ -289,20 +271,16 @@ impl<C: Compiler> FileProvider<C> {
         let raw = Self::read(path, source)?;
         // Fetch the Vault references first (the webhooks too after a connection change: they are
         // compiled again below).
-        let secrets = match &self.secrets {
-            None => None,
-            Some(resolver) => {
-                let mut references = std::collections::BTreeSet::new();
-                let webhooks = matches!(kind, Kind::Connections).then_some(&loaded.webhooks.raw);
-                for value in raw
-                    .values()
-                    .chain(webhooks.into_iter().flat_map(|w| w.values()))
-                {
-                    references_in_value(value, &mut references);
-                }
-                prefetch(Some(resolver), &references).await
+        let webhooks = matches!(kind, Kind::Connections).then_some(&loaded.webhooks.raw);
+        let secrets = prefetch(self.secrets.as_deref(), |references| {
+            for value in raw
+                .values()
+                .chain(webhooks.into_iter().flat_map(|w| w.values()))
+            {
+                vault_references(value, references);
             }
-        };
+        })
+        .await;
         let source = match kind {
             Kind::Webhooks => &mut loaded.webhooks,
             Kind::Connections => &mut loaded.connections,
@@ -891,6 +869,7 @@ mod tests {
                 dir.path().join("connections.json"),
                 Arc::new(TestCompiler),
                 Arc::new(env),
+                None,
                 watch,
             )
         };

@@ -61,7 +61,7 @@ fn settings(endpoint: String) -> EtcdSettings {
 }
 
 fn start(settings: EtcdSettings) -> Provider {
-    EtcdProvider::start(settings, Arc::new(TestCompiler), Arc::new(test_env)).unwrap()
+    EtcdProvider::start(settings, Arc::new(TestCompiler), Arc::new(test_env), None).unwrap()
 }
 
 async fn start_loaded(settings: EtcdSettings) -> Provider {
@@ -1378,6 +1378,7 @@ async fn webhooks_are_compiled_against_the_connections_they_name() {
         settings(etcd.endpoint()),
         Arc::new(ConnCompiler::default()),
         Arc::new(test_env),
+        None,
     )
     .unwrap();
     p.wait_loaded(Duration::from_secs(15)).await.unwrap();

@@ -191,7 +191,7 @@ impl ModuleDelivery {
         let compiler = Arc::new(ConnectorCompiler(Registry::with_builtin_sinks(
             modules.clone(),
         )));
-        let provider = EtcdProvider::start(settings, compiler, env)
+        let provider = EtcdProvider::start(settings, compiler, env, None)
             .map_err(|e| StartError::Etcd(e.to_string()))?;
         if let Err(e) = provider.wait_loaded(wait).await {
             provider.shutdown().await;

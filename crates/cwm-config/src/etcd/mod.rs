@@ -133,40 +133,22 @@ impl<C: Compiler> EtcdProvider<C> {
     /// full load, [`ConfigProvider::state`] is [`BackendState::Connecting`] and the snapshot is
     /// empty and not loaded; the task keeps retrying with backoff. Must run inside a Tokio runtime.
     ///
-    /// Starts the same way as [`crate::file::FileProvider::start`] (source, compiler, env; an
-    /// `Arc` back), except that it does not wait for the first load.
+    /// `{$vault:...}` references are resolved through `secrets` (see [`crate::secrets`]); with
+    /// `None` (Vault off) they take their inline default.
+    ///
+    /// Starts the same way as [`crate::file::FileProvider::start`] (source, compiler, env,
+    /// secrets; an `Arc` back), except that it does not wait for the first load.
     pub fn start(
-        settings: EtcdSettings,
-        compiler: Arc<C>,
-        env: Arc<dyn Env + Send + Sync>,
-    ) -> Result<Arc<Self>, ConfigError> {
-        Self::start_inner(settings, compiler, env, None, RealEtcd)
-    }
-
-    /// [`EtcdProvider::start`] with `{$vault:...}` references resolved through `secrets` (see
-    /// [`crate::secrets`]); `None` is [`EtcdProvider::start`]. Same addition as
-    /// [`crate::file::FileProvider::start_with_secrets`].
-    pub fn start_with_secrets(
         settings: EtcdSettings,
         compiler: Arc<C>,
         env: Arc<dyn Env + Send + Sync>,
         secrets: Option<Arc<SecretResolver>>,
     ) -> Result<Arc<Self>, ConfigError> {
-        Self::start_inner(settings, compiler, env, secrets, RealEtcd)
+        Self::start_with(settings, compiler, env, secrets, RealEtcd)
     }
 
-    /// [`EtcdProvider::start`] with etcd reached through `io`.
-    #[cfg(test)]
+    /// [`EtcdProvider::start`] with etcd reached through `io` (an in-memory fake in unit tests).
     pub(crate) fn start_with<B: EtcdIo>(
-        settings: EtcdSettings,
-        compiler: Arc<C>,
-        env: Arc<dyn Env + Send + Sync>,
-        io: B,
-    ) -> Result<Arc<Self>, ConfigError> {
-        Self::start_inner(settings, compiler, env, None, io)
-    }
-
-    fn start_inner<B: EtcdIo>(
         settings: EtcdSettings,
         compiler: Arc<C>,
         env: Arc<dyn Env + Send + Sync>,
@@ -318,12 +300,12 @@ impl<C: Compiler> Shared<C> {
     /// Fetch the Vault references of `values` (etcd values about to be evaluated); `None` when
     /// Vault is off.
     async fn prefetch<'v>(&self, values: impl Iterator<Item = &'v [u8]>) -> Option<Secrets> {
-        let resolver = self.secrets.as_deref()?;
-        let mut references = std::collections::BTreeSet::new();
-        for value in values {
-            references_in_json(value, &mut references);
-        }
-        prefetch(Some(resolver), &references).await
+        prefetch(self.secrets.as_deref(), |references| {
+            for value in values {
+                references_in_json(value, references);
+            }
+        })
+        .await
     }
 }
 

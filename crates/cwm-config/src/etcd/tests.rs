@@ -41,6 +41,7 @@ impl Harness {
             settings,
             Arc::new(ConnCompiler::default()),
             Arc::new(no_env),
+            None,
             fake.clone(),
         )
         .unwrap();

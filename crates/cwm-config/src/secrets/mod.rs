@@ -151,11 +151,6 @@ pub fn references_in_json(json: &[u8], out: &mut BTreeSet<String>) {
     }
 }
 
-/// The references (`path#field`) in a parsed document.
-pub fn references_in_value(value: &Value, out: &mut BTreeSet<String>) {
-    crate::subst::vault_references(value, out);
-}
-
 /// The outcome of fetching a set of references: each one's value, or why it is unresolved.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
@@ -356,14 +351,18 @@ impl SecretResolver {
     }
 }
 
-/// Fetch the references of documents about to be loaded, when a resolver is configured: `None`
-/// without one (Vault off), so substitution uses the inline defaults only.
+/// Fetch the references of documents about to be loaded, as both providers do before a load:
+/// `collect` adds them (with [`references_in_json`] or [`crate::subst::vault_references`]) and
+/// `resolver` fetches them. `None` without a resolver (Vault off; `collect` is not called), so
+/// substitution uses the inline defaults only.
 pub(crate) async fn prefetch(
     resolver: Option<&SecretResolver>,
-    references: &BTreeSet<String>,
+    collect: impl FnOnce(&mut BTreeSet<String>),
 ) -> Option<Secrets> {
     let resolver = resolver?;
-    Some(resolver.resolve(references).await)
+    let mut references = BTreeSet::new();
+    collect(&mut references);
+    Some(resolver.resolve(&references).await)
 }
 
 #[cfg(test)]

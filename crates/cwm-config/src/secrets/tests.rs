@@ -99,7 +99,7 @@ fn references_are_found_as_substitution_finds_them() {
         "list": ["{$vault:a#b}{$vault:c#d:x}", "{$ENV_VAR}"],
     });
     let mut found = BTreeSet::new();
-    references_in_value(&doc, &mut found);
+    crate::subst::vault_references(&doc, &mut found);
     assert_eq!(
         found,
         refs(&[
@@ -287,7 +287,7 @@ async fn unresolved_reference_rejects_that_entry_only() {
     store.put("app/auth", "other", "other-secret-value");
     let r = Arc::new(resolver(store.clone(), Duration::from_secs(60), 10));
     let env: Arc<dyn crate::Env + Send + Sync> = Arc::new(|_: &str| None);
-    let p = FileProvider::start_with_secrets(
+    let p = FileProvider::start(
         &webhooks,
         &connections,
         Arc::new(PassThrough),
