@@ -113,7 +113,12 @@ check 401 "$(bearer vault_auth "${TOKEN_V2}")" "after an admin reload: vault_aut
 # No secret value anywhere the receiver reports.
 leaks=""
 for what in "/admin/config-status" /metrics /health /stats; do
-  request GET "${what}" '' -H "Authorization: Bearer ${ADMIN_TOKEN}" >/dev/null
+  code="$(request GET "${what}" '' -H "Authorization: Bearer ${ADMIN_TOKEN}")"
+  # An error page shows no secret either: only a page really served counts.
+  if [[ "${code}" != 200 || ! -s "${BODY}" ]]; then
+    leaks+=" ${what}:not-served(${code})"
+    continue
+  fi
   for secret in "${TOKEN_V1}" "${TOKEN_V2}" "${TOKEN_V3}" "${HMAC_V1}" "${HMAC_V2}" "${VAULT_TOKEN}"; do
     if grep -qF "${secret}" "${BODY}"; then
       leaks+=" ${what}:${secret}"
