@@ -1,6 +1,8 @@
 //! The in-process buffer: one instance only, lost on restart.
 //!
-//! One FIFO per queue key; a fetched entry moves to an in-flight map under a fresh delivery id
+//! One FIFO per queue key, ordered by arrival: an entry that comes back (nack with retry,
+//! release, ack timeout) goes back to its arrival place, so a queue is delivered in the order
+//! it was pushed however many of its entries return together. A fetched entry moves to an in-flight map under a fresh delivery id
 //! (so a stale tag of an earlier delivery of the same message is refused) until it is acked,
 //! nacked, released, or its queue's `ack_timeout` passes. Dead letters are kept per queue.
 //! Expired entries are dropped when a fetch meets them and counted per channel.
@@ -32,13 +34,16 @@ struct State {
     /// Fetched, unacknowledged entries by delivery id.
     in_flight: HashMap<u64, Fetched>,
     next_delivery: u64,
+    /// Arrival number of the next push.
+    next_arrival: u64,
     /// Expired messages dropped so far, per channel.
     expired: HashMap<String, u64>,
 }
 
 struct Queue {
     settings: QueueSettings,
-    waiting: VecDeque<Envelope>,
+    /// Oldest arrival first.
+    waiting: VecDeque<Waiting>,
     /// Entries of this queue in `State::in_flight`.
     fetched: u64,
     /// Oldest first.
@@ -54,10 +59,23 @@ impl Queue {
             dead: Vec::new(),
         }
     }
+
+    /// Put a returned entry back at its arrival place (usually at or near the front).
+    fn put_back(&mut self, arrival: u64, envelope: Envelope) {
+        let at = self.waiting.partition_point(|w| w.arrival < arrival);
+        self.waiting.insert(at, Waiting { arrival, envelope });
+    }
+}
+
+struct Waiting {
+    /// Order of the push that stored it.
+    arrival: u64,
+    envelope: Envelope,
 }
 
 struct Fetched {
     queue: QueueKey,
+    arrival: u64,
     envelope: Envelope,
     /// When it becomes deliverable again unless acked.
     reclaim_at: Instant,
@@ -85,28 +103,26 @@ impl State {
     /// Return every fetched entry whose ack timeout passed to the front of its queue. Returns
     /// whether any came back.
     fn reclaim(&mut self, now: Instant) -> bool {
-        let mut due: Vec<u64> = self
+        let due: Vec<u64> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.reclaim_at <= now)
             .map(|(id, _)| *id)
             .collect();
-        self.requeue(&mut due);
+        self.requeue(&due);
         !due.is_empty()
     }
 
-    /// Put these in-flight entries back at the front of their queues, oldest delivery first
-    /// at the very front.
-    fn requeue(&mut self, ids: &mut [u64]) {
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        for id in ids.iter() {
+    /// Put these in-flight entries back in their queues at their arrival places.
+    fn requeue(&mut self, ids: &[u64]) {
+        for id in ids {
             if let Some(f) = self.in_flight.remove(id) {
                 let q = self
                     .queues
                     .entry(f.queue)
                     .or_insert_with(|| Queue::new(FALLBACK));
                 q.fetched = q.fetched.saturating_sub(1);
-                q.waiting.push_front(f.envelope);
+                q.put_back(f.arrival, f.envelope);
             }
         }
     }
@@ -134,7 +150,7 @@ impl State {
                 let Some(q) = self.queues.get_mut(key) else {
                     continue;
                 };
-                while let Some(envelope) = q.waiting.pop_front() {
+                while let Some(Waiting { arrival, envelope }) = q.waiting.pop_front() {
                     if envelope.expired(wall) {
                         *self.expired.entry(key.channel.to_string()).or_default() += 1;
                         continue;
@@ -154,6 +170,7 @@ impl State {
                         id,
                         Fetched {
                             queue: key.clone(),
+                            arrival,
                             envelope,
                             reclaim_at,
                         },
@@ -211,6 +228,8 @@ impl Buffer for MemoryBuffer {
     ) -> Result<(), BufferError> {
         {
             let mut st = self.lock();
+            let arrival = st.next_arrival;
+            st.next_arrival += 1;
             let q = st
                 .queues
                 .entry(key.clone())
@@ -223,7 +242,10 @@ impl Buffer for MemoryBuffer {
                     limit: settings.max_queue_size,
                 });
             }
-            q.waiting.push_back(envelope.clone());
+            q.waiting.push_back(Waiting {
+                arrival,
+                envelope: envelope.clone(),
+            });
         }
         self.arrived.notify_waiters();
         Ok(())
@@ -279,7 +301,7 @@ impl Buffer for MemoryBuffer {
                 .entry(f.queue)
                 .or_insert_with(|| Queue::new(FALLBACK));
             if retry {
-                q.waiting.push_front(f.envelope);
+                q.put_back(f.arrival, f.envelope);
             } else {
                 let mut envelope = f.envelope;
                 envelope.state = MessageState::DeadLettered;
@@ -295,7 +317,7 @@ impl Buffer for MemoryBuffer {
     async fn release(&self, queues: &[QueueKey]) {
         {
             let mut st = self.lock();
-            let mut ids: Vec<u64> = st
+            let ids: Vec<u64> = st
                 .in_flight
                 .iter()
                 .filter(|(_, f)| queues.contains(&f.queue))
@@ -304,7 +326,7 @@ impl Buffer for MemoryBuffer {
             if ids.is_empty() {
                 return;
             }
-            st.requeue(&mut ids);
+            st.requeue(&ids);
         }
         self.arrived.notify_waiters();
     }
@@ -417,6 +439,41 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].message_id, "b");
         assert_eq!(dead[0].state, MessageState::DeadLettered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn returned_entries_keep_arrival_order() {
+        let b = MemoryBuffer::new();
+        let k = QueueKey::new("c", "w");
+        for id in ["a", "b", "c", "d"] {
+            b.push(&k, settings(10), &envelope(id, None)).await.unwrap();
+        }
+        let ids = |got: &[Delivery]| -> Vec<String> {
+            got.iter().map(|d| d.envelope.message_id.clone()).collect()
+        };
+        let got = b
+            .fetch(std::slice::from_ref(&k), 3, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(ids(&got), ["a", "b", "c"]);
+        // Nacked one by one, oldest first (as a dispatch that found no connection does).
+        for d in &got {
+            b.nack(&d.tag, true).await.unwrap();
+        }
+        let got = b
+            .fetch(std::slice::from_ref(&k), 10, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(ids(&got), ["a", "b", "c", "d"]);
+        // Returned in any order, by release and by nack, they still come back in arrival order.
+        b.nack(&got[2].tag, true).await.unwrap();
+        b.nack(&got[0].tag, true).await.unwrap();
+        b.release(std::slice::from_ref(&k)).await;
+        let got = b
+            .fetch(std::slice::from_ref(&k), 10, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(ids(&got), ["a", "b", "c", "d"]);
     }
 
     #[tokio::test(start_paused = true)]
