@@ -11,8 +11,6 @@
 //! A webhook without checks and without a schema captures nothing ([`OpenApiInfo::capture`]
 //! returns `None`), so the common case costs one null pointer per webhook.
 
-use std::net::IpAddr;
-
 use cwm_config::WebhookConfig;
 use serde_json::Value;
 
@@ -263,9 +261,9 @@ fn depth(v: &Value) -> usize {
     deepest
 }
 
-/// Whether `url` may be shown as an OAuth 2.0 token URL: http(s), a host, no user info, and a
-/// host that is not private, loopback, link-local, multicast, reserved, localhost or a cloud
-/// metadata name (the Python gateway's rules, plus the user-info rule: it may hold a password).
+/// Whether `url` may be shown as an OAuth 2.0 token URL: http(s), a host, no user info (it may
+/// hold a password), no query, and a host that passes the outbound host rules (not private,
+/// loopback, link-local, multicast, reserved, localhost or a cloud metadata name).
 fn is_public_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
@@ -284,41 +282,7 @@ fn is_public_url(url: &str) -> bool {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    const BLOCKED_NAMES: [&str; 6] = [
-        "localhost",
-        "metadata.google.internal",
-        "metadata.azure.com",
-        "instance-data",
-        "instance-data.ecs",
-        "ecs-metadata",
-    ];
-    if host.is_empty() || BLOCKED_NAMES.contains(&host.as_str()) || host.ends_with(".localhost") {
-        return false;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            !(ip.is_private()
-                || ip.is_loopback()
-                || ip.is_link_local()
-                || ip.is_multicast()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || ip.is_documentation()
-                || ip.octets()[0] >= 240
-                || ip.octets()[0] == 0
-                || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64))
-        }
-        Ok(IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            !(ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some())
-        }
-        Err(_) => true,
-    }
+    crate::outbound::ssrf::check_host(&host, None).is_ok()
 }
 
 #[cfg(test)]
@@ -408,6 +372,9 @@ mod tests {
             ("http://localhost/x", false),
             ("https://metadata.google.internal/x", false),
             ("ftp://auth.example.com/x", false),
+            ("http://0x7f000001/x", false),
+            ("http://[fd00::1]/x", false),
+            ("https://auth.example.com/x?token=1", false),
         ] {
             assert_eq!(is_public_url(url), shown, "{url}");
         }
