@@ -124,8 +124,6 @@ pub(crate) struct Inner {
     modules: Option<ModuleContext>,
     /// Webhook Connect's channels (see [`Receiver::with_connect`]).
     connect: Option<cwm_relay::cloud::ChannelManager>,
-    /// Analytics logging of answered requests (see [`Receiver::with_analytics`]).
-    analytics: Option<cwm_modules::analytics::Analytics>,
     /// `/openapi.json`, `/docs` and `/redoc`; `None` when `DISABLE_OPENAPI_DOCS` is set.
     docs: Option<docs::Docs>,
 }
@@ -149,7 +147,6 @@ impl Receiver {
             connections: Arc::default(),
             modules: None,
             connect: None,
-            analytics: None,
             docs,
         });
         Self { inner }
@@ -186,8 +183,7 @@ impl Receiver {
     #[must_use]
     pub fn with_analytics(mut self, analytics: cwm_modules::analytics::Analytics) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.metrics.analytics = Some(analytics.clone());
-            inner.analytics = Some(analytics);
+            inner.metrics.analytics = Some(analytics);
         }
         self
     }

@@ -26,7 +26,8 @@ type HistogramFamily = Family<SinkLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     sink_latency: HistogramFamily,
-    /// Analytics logging, whose counters are rendered when it is configured.
+    /// Analytics logging of answered requests (see [`crate::Receiver::with_analytics`]): the
+    /// webhook path records into it, its counters are rendered when it is configured.
     pub(crate) analytics: Option<cwm_modules::analytics::Analytics>,
 }
 

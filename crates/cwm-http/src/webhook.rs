@@ -165,7 +165,7 @@ where
             let deadline = tokio::time::Instant::now() + inner.settings.delivery_timeout;
             match deliver(inner, &hook, &event, deadline).await {
                 Ok(()) => {
-                    if let Some(analytics) = &inner.analytics {
+                    if let Some(analytics) = &inner.metrics.analytics {
                         analytics.record(event);
                     }
                     response::ok()
@@ -212,7 +212,7 @@ fn enqueue(
             tracing::error!(webhook = %event.webhook_id, module = hook.sink.module(), error = %e, "queued event could not be delivered and is dropped");
         }
         // The sender got 200 when the event was queued: it is logged whatever the delivery did.
-        if let Some(analytics) = &this.analytics {
+        if let Some(analytics) = &this.metrics.analytics {
             analytics.record(event);
         }
         state.dequeued();
