@@ -1,5 +1,6 @@
-//! Vault settings: `{$vault:path#field}` references in webhooks and connections, resolved at
-//! load time (see docs/SECRETS.md).
+//! The Vault settings shared by `cwm-receiver` and `cwmctl` (one definition, included by both):
+//! `{$vault:path#field}` references in webhooks and connections, resolved at load time (see
+//! docs/SECRETS.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,60 +10,81 @@ use cwm_config::secrets::{CacheSettings, SecretResolver, VaultAuth, VaultSetting
 /// HashiCorp Vault (KV engine) for `{$vault:path#field}` and `{$vault:path#field:default}` in
 /// webhook and connection values. Read once at load time and cached; `POST /admin/reload-config`
 /// fetches every reference again. Off by default: references then take their default, and one
-/// without a default rejects its webhook or connection.
+/// without a default rejects its webhook or connection. Every flag is `global`: with `cwmctl` it
+/// is accepted before or after the subcommand (no effect on the receiver).
 #[derive(Debug, clap::Args)]
 pub struct VaultArgs {
     /// `vault` turns Vault resolution on (as does VAULT_ENABLED); anything else (`env`) leaves it off.
-    #[arg(long, env = "SECRETS_BACKEND", default_value = "env")]
+    #[arg(long, global = true, env = "SECRETS_BACKEND", default_value = "env")]
     secrets_backend: String,
 
     /// `1`, `true`, `yes` or `on` turns Vault resolution on.
-    #[arg(long, env = "VAULT_ENABLED", default_value = "false")]
+    #[arg(long, global = true, env = "VAULT_ENABLED", default_value = "false")]
     vault_enabled: String,
 
     /// Vault address, e.g. `http://vault:8200` (required when Vault is on).
-    #[arg(long, env = "VAULT_ADDR")]
+    #[arg(long, global = true, env = "VAULT_ADDR")]
     vault_addr: Option<String>,
 
     /// Vault token; takes precedence over AppRole.
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "VAULT_TOKEN", hide_env_values = true)]
     vault_token: Option<String>,
 
     /// AppRole role id (with VAULT_SECRET_ID), used when no VAULT_TOKEN is set.
-    #[arg(long, env = "VAULT_ROLE_ID", hide_env_values = true)]
+    #[arg(long, global = true, env = "VAULT_ROLE_ID", hide_env_values = true)]
     vault_role_id: Option<String>,
 
     /// AppRole secret id (with VAULT_ROLE_ID).
-    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true)]
+    #[arg(long, global = true, env = "VAULT_SECRET_ID", hide_env_values = true)]
     vault_secret_id: Option<String>,
 
     /// Vault Enterprise namespace, sent as X-Vault-Namespace.
-    #[arg(long, env = "VAULT_NAMESPACE")]
+    #[arg(long, global = true, env = "VAULT_NAMESPACE")]
     vault_namespace: Option<String>,
 
     /// Mount point of the KV secrets engine the references' paths live under.
-    #[arg(long, env = "VAULT_MOUNT_POINT", default_value = "secret")]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_MOUNT_POINT",
+        default_value = "secret"
+    )]
     vault_mount_point: String,
 
     /// KV engine version: 2 (default) or 1.
-    #[arg(long, env = "VAULT_KV_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    #[arg(long, global = true, env = "VAULT_KV_VERSION", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     vault_kv_version: u8,
 
     /// TLS verification of an https:// VAULT_ADDR: `true` (system roots), `false` (no check), or
     /// the path of a PEM file of CA certificates to trust.
-    #[arg(long, env = "VAULT_VERIFY", default_value = "true")]
+    #[arg(long, global = true, env = "VAULT_VERIFY", default_value = "true")]
     vault_verify: String,
 
     /// Timeout of one Vault request, seconds (held to 1..300).
-    #[arg(long, env = "VAULT_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
     vault_timeout_seconds: u64,
 
     /// How long a fetched secret is reused by loads, seconds; 0 turns the cache off.
-    #[arg(long, env = "VAULT_CACHE_TTL_SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_CACHE_TTL_SECONDS",
+        default_value_t = 300
+    )]
     vault_cache_ttl_seconds: u64,
 
     /// Most secrets cached.
-    #[arg(long, env = "VAULT_CACHE_MAX_SIZE", default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_CACHE_MAX_SIZE",
+        default_value_t = 1000
+    )]
     vault_cache_max_size: usize,
 }
 

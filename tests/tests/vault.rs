@@ -365,3 +365,66 @@ fn etcd_rotation_served_after_the_key_is_put_again() {
         ],
     );
 }
+
+/// `cwmctl validate` with the receiver's variables gives the receiver's verdict: with Vault off
+/// every reference without a default is invalid; with Vault on only the missing one is, and no
+/// secret value is printed. The same through `--etcd`.
+#[test]
+fn cwmctl_validate_fetches_references_like_a_receiver() {
+    let v = vault();
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = webhooks();
+    std::fs::write(dir.path().join("webhooks.json"), docs.to_string()).unwrap();
+    for (id, doc) in docs.as_object().unwrap() {
+        etcd.put(&format!("/cwm/default/webhooks/{id}"), &doc.to_string());
+    }
+    let port = etcd.port().to_string();
+    let ctl = |vault_on: bool, args: &[&str]| {
+        let mut cmd = Command::new(binary("cwmctl"));
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("ETCD_HOST", "127.0.0.1")
+            .env("ETCD_PORT", &port)
+            .env("LEGACY_ENV_TOKEN", LEGACY)
+            .args(args);
+        if vault_on {
+            cmd.env("SECRETS_BACKEND", "vault")
+                .env("VAULT_ADDR", v.addr())
+                .env("VAULT_MOUNT_POINT", MOUNT)
+                .env("VAULT_TOKEN", FAKE_VAULT_ROOT_TOKEN);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in [TOKEN_V1, HMAC_V1] {
+            assert!(!text.contains(secret), "a secret value was printed: {text}");
+        }
+        (out.status.code(), text)
+    };
+    for args in [&["validate"][..], &["validate", "--etcd"][..]] {
+        let (code, text) = ctl(false, args);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("5 entries checked, 3 invalid"), "{text}");
+        assert!(text.contains("Vault is not enabled"), "{text}");
+
+        let (code, text) = ctl(true, args);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("5 entries checked, 1 invalid"), "{text}");
+        assert!(text.contains("missing/path#f"), "{text}");
+        assert!(!text.contains("vault_auth:"), "{text}");
+    }
+    // Vault on without an address is bad usage, before anything is read.
+    let out = Command::new(binary("cwmctl"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("SECRETS_BACKEND", "vault")
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VAULT_ADDR is required"));
+}

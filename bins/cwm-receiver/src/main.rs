@@ -6,6 +6,7 @@
 
 #[path = "../../common/etcd_args.rs"]
 mod etcd_args;
+#[path = "../../common/vault_args.rs"]
 mod vault_args;
 
 use std::net::SocketAddr;

@@ -2,13 +2,17 @@
 //!
 //! `import` copies webhooks.json / connections.json into etcd under a namespace, `export` writes a
 //! namespace back to files, `validate` checks files or etcd exactly as a receiver would load them.
-//! The ETCD_* variables are the receiver's; their flags go before or after the subcommand. Exit
+//! The ETCD_* and Vault variables are the receiver's; their flags go before or after the
+//! subcommand. With Vault on, `import` and `validate` fetch `{$vault:...}` references as a
+//! receiver would (the values written to etcd stay raw). Exit
 //! codes: 0 success, 1 invalid entries (misplaced etcd keys included) or failed operation, 2 bad
 //! usage (bad flags or settings, TLS files that do not parse).
 #![forbid(unsafe_code)]
 
 #[path = "../../common/etcd_args.rs"]
 mod etcd_args;
+#[path = "../../common/vault_args.rs"]
+mod vault_args;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ use clap::{Parser, Subcommand};
 use cwm_config::etcd::{EtcdSettings, connect, tls_hint};
 use cwm_config::keys::namespace_webhooks_prefix;
 use cwm_config::migrate::{self, Action, Entries, ImportOptions, Invalid};
+use cwm_config::secrets::SecretResolver;
 use cwm_config::{ConfigError, ProcessEnv};
 use cwm_modules::{ModuleContext, Registry};
 
@@ -29,6 +34,10 @@ struct Cli {
     /// Every etcd flag is global: accepted before or after the subcommand, listed in its --help.
     #[command(flatten, next_help_heading = "etcd")]
     etcd: etcd_args::EtcdArgs,
+
+    /// Vault, for the `{$vault:...}` references `import` and `validate` check (off by default).
+    #[command(flatten, next_help_heading = "Vault")]
+    vault: vault_args::VaultArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -144,7 +153,10 @@ async fn run(cli: Cli) -> Result<(), Failed> {
             allow_invalid,
         } => {
             let entries = migrate::read_files(&files.webhooks, &files.connections)?;
-            let invalid = migrate::validate_entries(&entries, &*registry(), &ProcessEnv);
+            let secrets = cli.vault.resolver().map_err(|e| Failed(2, e))?;
+            let invalid =
+                migrate::validate_entries(&entries, &*registry(), &ProcessEnv, secrets.as_deref())
+                    .await;
             print_invalid(&invalid);
             if !invalid.is_empty() && !allow_invalid {
                 return Err(Failed(
@@ -245,14 +257,21 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }
         Command::Validate { files, etcd } => {
             let registry = registry();
+            let secrets = cli.vault.resolver().map_err(|e| Failed(2, e))?;
             let (checked, invalid) = if etcd {
-                validate_etcd(&settings, &registry).await?
+                validate_etcd(&settings, &registry, secrets.as_deref()).await?
             } else {
                 let entries: Entries = migrate::read_files(&files.webhooks, &files.connections)?;
                 let n = entries.webhooks.len() + entries.connections.len();
                 (
                     n,
-                    migrate::validate_entries(&entries, &*registry, &ProcessEnv),
+                    migrate::validate_entries(
+                        &entries,
+                        &*registry,
+                        &ProcessEnv,
+                        secrets.as_deref(),
+                    )
+                    .await,
                 )
             };
             print_invalid(&invalid);
@@ -269,6 +288,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
 async fn validate_etcd(
     settings: &EtcdSettings,
     registry: &Registry,
+    secrets: Option<&SecretResolver>,
 ) -> Result<(usize, Vec<Invalid>), Failed> {
     let mut client = etcd_op(settings, connect(settings)).await?;
     etcd_op(
@@ -279,6 +299,7 @@ async fn validate_etcd(
             settings.page_size,
             registry,
             &ProcessEnv,
+            secrets,
         ),
     )
     .await

@@ -1,8 +1,10 @@
 //! Moving configuration between files and etcd: import, export and validation (the
 //! receiver only reads etcd; these writes belong to the command-line tool).
 //!
-//! Values are copied **raw**: `{$VAR}` placeholders are written to etcd unresolved, so every
-//! receiver resolves them against its own environment, as it does with files.
+//! Values are copied **raw**: `{$VAR}` and `{$vault:...}` placeholders are written to etcd
+//! unresolved, so every receiver resolves them against its own environment and Vault, as it
+//! does with files. Validation resolves them the way a receiver would: against `env`, and
+//! against Vault when a [`SecretResolver`] is given.
 
 use std::path::Path;
 
@@ -15,7 +17,8 @@ use crate::etcd::Entry;
 use crate::keys::{KeyRef, connection_key, namespace_webhooks_prefix, parse_key, webhook_key};
 use crate::names::is_valid_namespace;
 use crate::provider::{Compiler, compile_webhook, parse_connection};
-use crate::subst::Env;
+use crate::secrets::{SecretEnv, SecretResolver, prefetch, references_in_json};
+use crate::subst::{Env, vault_references};
 
 /// Webhooks and connections as their JSON files hold them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,12 +70,30 @@ pub struct Invalid {
     pub reason: String,
 }
 
-/// Validate entries exactly as a receiver would load them. Returns the refused ones.
-pub fn validate_entries<C: Compiler>(
+/// Validate entries exactly as a receiver would load them, Vault references fetched through
+/// `secrets` (with `None`, as a receiver with Vault off: only their defaults). Returns the
+/// refused ones.
+pub async fn validate_entries<C: Compiler>(
     entries: &Entries,
     compiler: &C,
     env: &dyn Env,
+    secrets: Option<&SecretResolver>,
 ) -> Vec<Invalid> {
+    let fetched = prefetch(secrets, |references| {
+        for v in entries
+            .webhooks
+            .values()
+            .chain(entries.connections.values())
+        {
+            vault_references(v, references);
+        }
+    })
+    .await;
+    let env = SecretEnv {
+        env,
+        secrets: fetched.as_ref(),
+    };
+    let env: &dyn Env = &env;
     let mut out = Vec::new();
     for (id, v) in &entries.webhooks {
         if let Err(reason) = compile_webhook(compiler, env, id, v.clone()) {
@@ -93,7 +114,8 @@ pub fn validate_entries<C: Compiler>(
     out
 }
 
-/// Validate every key under `prefix` in etcd (all namespaces and the connections).
+/// Validate every key under `prefix` in etcd (all namespaces and the connections), Vault
+/// references fetched through `secrets` as in [`validate_entries`].
 /// Returns the number of keys checked and the refused ones.
 ///
 /// A key under the prefix that fits neither layout (`/cwm/default/webhook/x`,
@@ -105,8 +127,20 @@ pub async fn validate_etcd<C: Compiler>(
     page_size: i64,
     compiler: &C,
     env: &dyn Env,
+    secrets: Option<&SecretResolver>,
 ) -> Result<(usize, Vec<Invalid>), ConfigError> {
     let (_, kvs) = crate::etcd::read_all(client, prefix, page_size).await?;
+    let fetched = prefetch(secrets, |references| {
+        for (_, value) in &kvs {
+            references_in_json(value, references);
+        }
+    })
+    .await;
+    let env = SecretEnv {
+        env,
+        secrets: fetched.as_ref(),
+    };
+    let env: &dyn Env = &env;
     let mut invalid = Vec::new();
     let mut checked = 0;
     for (key, value) in &kvs {
