@@ -1,4 +1,4 @@
-//! The Vault settings shared by `cwm-receiver` and `cwmctl` (one definition, included by both):
+//! The Vault settings shared by `cwm-receiver`, `cwmctl` and `cwm-connector` (one definition):
 //! `{$vault:path#field}` references in webhooks and connections, resolved at load time (see
 //! docs/SECRETS.md).
 
@@ -11,7 +11,7 @@ use cwm_config::secrets::{CacheSettings, SecretResolver, VaultAuth, VaultSetting
 /// webhook and connection values. Read once at load time and cached; `POST /admin/reload-config`
 /// fetches every reference again. Off by default: references then take their default, and one
 /// without a default rejects its webhook or connection. Every flag is `global`: with `cwmctl` it
-/// is accepted before or after the subcommand (no effect on the receiver).
+/// is accepted before or after the subcommand (no effect elsewhere).
 #[derive(Debug, clap::Args)]
 pub struct VaultArgs {
     /// `vault` turns Vault resolution on (as does VAULT_ENABLED); anything else (`env`) leaves it off.

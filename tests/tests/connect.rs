@@ -537,10 +537,13 @@ fn webhook_connect_webhooks_are_refused_at_load_when_the_feature_is_off() {
 }
 
 /// Etcd mode: the connector reads its webhook configs from etcd and follows the watch: a new
-/// config applies to the next event, a deleted one makes events dead letters.
+/// config applies to the next event (its `{$vault:...}` references fetched from Vault), a deleted
+/// one makes events dead letters.
 #[test]
 fn the_connector_in_etcd_mode_follows_the_watch() {
     let etcd = cwm_testkit::Etcd::start();
+    let vault = cwm_testkit::FakeVault::start();
+    vault.put("app/disk", "dir", "from-vault");
     let key = format!("/cwm/default/webhooks/{HOOK}");
     let save_to =
         |dir: &str| json!({"module": "save_to_disk", "module-config": {"path": dir}}).to_string();
@@ -554,6 +557,13 @@ fn the_connector_in_etcd_mode_follows_the_watch() {
     connector
         .env
         .push(("CONNECTOR_ETCD_PORT".into(), etcd.port().to_string()));
+    for (k, v) in [
+        ("SECRETS_BACKEND", "vault".to_owned()),
+        ("VAULT_ADDR", vault.addr()),
+        ("VAULT_TOKEN", cwm_testkit::FAKE_VAULT_ROOT_TOKEN.to_owned()),
+    ] {
+        connector.env.push((k.into(), v));
+    }
     connector.spawn();
     let files = |dir: &str| {
         std::fs::read_dir(connector.dir.path().join(dir))
@@ -575,6 +585,15 @@ fn the_connector_in_etcd_mode_follows_the_watch() {
     assert!(
         eventually(Duration::from_secs(30), || files("second") == 1),
         "the changed config applies to the next event: {}",
+        connector.log()
+    );
+
+    etcd.put(&key, &save_to("{$vault:app/disk#dir}"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(send(cloud.port, 15));
+    assert!(
+        eventually(Duration::from_secs(30), || files("from-vault") == 1),
+        "the path comes from Vault: {}",
         connector.log()
     );
 

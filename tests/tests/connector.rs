@@ -75,6 +75,10 @@ fn help_documents_every_setting_and_variable() {
         "--etcd-port",
         "--etcd-prefix",
         "--namespace",
+        "--vault-addr",
+        "--vault-token",
+        "SECRETS_BACKEND",
+        "VAULT_ROLE_ID",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -147,6 +151,27 @@ fn bad_files_exit_1_naming_the_problem() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn incomplete_vault_settings_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = connector(
+        dir.path(),
+        &["--webhooks-config", "w.json"],
+        &[
+            ("CONNECTOR_CLOUD_URL", "http://127.0.0.1:9"),
+            ("CONNECTOR_CHANNEL", "c"),
+            ("CONNECTOR_TOKEN", "t"),
+            ("SECRETS_BACKEND", "vault"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("VAULT_ADDR is required"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,20 +1,35 @@
 //! `cwm-connector`: receives webhooks from a cwm receiver's Webhook Connect channel and delivers
 //! them locally. Settings: defaults < config file (`-c`) < `CONNECTOR_*` variables < flags given
-//! on the command line (`--help` lists them all).
+//! on the command line (`--help` lists them all). Module and etcd modes fetch `{$vault:...}`
+//! references with the receiver's Vault settings (`SECRETS_BACKEND`, `VAULT_*`).
 //!
 //! Exit codes: 0 after SIGINT/SIGTERM (and for `--help`), 1 when the flags or settings are
 //! invalid or startup fails (an unreadable webhooks file, etcd unreachable, bad TLS files).
 #![forbid(unsafe_code)]
 
+#[path = "../../common/vault_args.rs"]
+mod vault_args;
+
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches};
 use cwm_config::ProcessEnv;
 use cwm_connector::{Cli, ConnectorConfig, config::log_filter};
+use vault_args::VaultArgs;
+
+/// The connector's own flags, then the Vault ones (under their own heading).
+fn parse() -> Result<(Cli, VaultArgs), clap::Error> {
+    let command = Cli::command().next_help_heading("Vault");
+    let matches = VaultArgs::augment_args(command).try_get_matches()?;
+    Ok((
+        Cli::from_arg_matches(&matches)?,
+        VaultArgs::from_arg_matches(&matches)?,
+    ))
+}
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (cli, vault) = match parse() {
+        Ok(parsed) => parsed,
         Err(e) => {
             // `--help` and `--version` print and exit 0; a bad flag is a startup failure (1).
             let _ = e.print();
@@ -35,10 +50,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, vault))
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, vault: VaultArgs) -> ExitCode {
     if cli.token.is_some() {
         eprintln!(
             "cwm-connector: warning: --token is visible to other users in the process list; prefer CONNECTOR_TOKEN"
@@ -52,9 +67,16 @@ async fn run(cli: Cli) -> ExitCode {
         }
     };
     init_tracing(&config);
+    let secrets = match vault.resolver() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cwm-connector: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = shutdown_signal();
     tracing::debug!(config = %config.to_json(), "settings");
-    match cwm_connector::run(config, shutdown).await {
+    match cwm_connector::run(config, secrets, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");

@@ -30,6 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cwm_config::secrets::SecretResolver;
 use cwm_config::{EtcdSettings, ProcessEnv};
 use cwm_modules::ModuleContext;
 
@@ -58,12 +59,18 @@ pub enum Error {
     Start(#[from] StartError),
 }
 
-/// Run the connector with `config` (validated) until `shutdown` resolves.
+/// Run the connector with `config` (validated) until `shutdown` resolves. Module and etcd modes
+/// fetch `{$vault:...}` references through `secrets` (`None`: Vault off, references take their
+/// defaults).
 ///
 /// Fails before streaming when the TLS files, the module-mode files or etcd (not loaded within
 /// `connection_timeout`) cannot be used. On shutdown it stops taking messages, closes the stream
 /// and abandons deliveries still running without acking them (the receiver redelivers them).
-pub async fn run(config: ConnectorConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    config: ConnectorConfig,
+    secrets: Option<Arc<SecretResolver>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let config = Arc::new(config);
     let tls = tls::TlsConfigs::load(&config).await?;
     let delivery = match config.mode() {
@@ -82,6 +89,7 @@ pub async fn run(config: ConnectorConfig, shutdown: impl Future<Output = ()>) ->
                 config.connections_config.as_deref(),
                 ModuleContext::new(),
                 &ProcessEnv,
+                secrets.as_deref(),
             )
             .await?;
             Delivery::Modules(m)
@@ -99,6 +107,7 @@ pub async fn run(config: ConnectorConfig, shutdown: impl Future<Output = ()>) ->
                 settings,
                 ModuleContext::new(),
                 Arc::new(ProcessEnv),
+                secrets,
                 wait,
             )
             .await?;

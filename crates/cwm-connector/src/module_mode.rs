@@ -3,7 +3,8 @@
 //!
 //! Module mode reads `webhooks_config` (and `connections_config`) once at start; etcd mode reads
 //! `{prefix}{namespace}/webhooks/{id}` through the receiver's etcd provider (initial load, then a
-//! watch), so a change in etcd applies to the next message.
+//! watch), so a change in etcd applies to the next message. Both fetch `{$vault:...}`
+//! references through the [`SecretResolver`] they are given, as the receiver does.
 //!
 //! Keys that only matter where the request arrives (`authorization` and every other request
 //! check: `hmac`, `jwt`, `basic_auth`, `ip_whitelist`, `rate_limit`, ...) are removed before a
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cwm_config::etcd::EtcdProvider;
+use cwm_config::secrets::{SecretEnv, SecretResolver, prefetch};
+use cwm_config::subst::vault_references;
 use cwm_config::{
     CompileError, Compiler, ConfigProvider, ConnectionConfig, Env, EtcdSettings, WebhookConfig,
 };
@@ -138,12 +141,28 @@ impl ModuleDelivery {
         connections: Option<&Path>,
         modules: ModuleContext,
         env: &(dyn Env + Send + Sync),
+        secrets: Option<&SecretResolver>,
     ) -> Result<Self, StartError> {
         let compiler = ConnectorCompiler(Registry::with_builtin_sinks(modules.clone()));
         let hooks_doc = read_object(webhooks).await?;
+        let conns_doc = match connections {
+            Some(path) => Some((path, read_object(path).await?)),
+            None => None,
+        };
+        let fetched = prefetch(secrets, |references| {
+            let conn_values = conns_doc.iter().flat_map(|(_, doc)| doc.values());
+            for value in hooks_doc.values().chain(conn_values) {
+                vault_references(value, references);
+            }
+        })
+        .await;
+        let env = &SecretEnv {
+            env,
+            secrets: fetched.as_ref(),
+        };
         let mut conns = Vec::new();
-        if let Some(path) = connections {
-            for (name, value) in read_object(path).await? {
+        if let Some((path, doc)) = conns_doc {
+            for (name, value) in doc {
                 let conn = cwm_config::parse_connection(env, &name, value).map_err(|e| {
                     StartError::Connection {
                         path: path.display().to_string(),
@@ -185,13 +204,14 @@ impl ModuleDelivery {
         settings: EtcdSettings,
         modules: ModuleContext,
         env: Arc<dyn Env + Send + Sync>,
+        secrets: Option<Arc<SecretResolver>>,
         wait: Duration,
     ) -> Result<Self, StartError> {
         let namespace = settings.default_namespace.clone();
         let compiler = Arc::new(ConnectorCompiler(Registry::with_builtin_sinks(
             modules.clone(),
         )));
-        let provider = EtcdProvider::start(settings, compiler, env, None)
+        let provider = EtcdProvider::start(settings, compiler, env, secrets)
             .map_err(|e| StartError::Etcd(e.to_string()))?;
         if let Err(e) = provider.wait_loaded(wait).await {
             provider.shutdown().await;
@@ -350,7 +370,7 @@ mod tests {
         let mut ctx = context();
         ctx.base_dir = dir.path().to_owned();
         let env = |_: &str| None;
-        let d = ModuleDelivery::from_files(&hooks, None, ctx, &env)
+        let d = ModuleDelivery::from_files(&hooks, None, ctx, &env, None)
             .await
             .unwrap();
         let m = msg("disk", serde_json::json!({"a": 1}));
@@ -368,18 +388,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn module_mode_fetches_vault_references() {
+        use cwm_config::secrets::{CacheSettings, VaultAuth, VaultSettings, VaultStore};
+        use cwm_testkit::{FAKE_VAULT_ROOT_TOKEN, FakeVault};
+
+        let vault = FakeVault::start();
+        vault.put("app/disk", "dir", "from-vault");
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = dir.path().join("webhooks.json");
+        std::fs::write(
+            &hooks,
+            serde_json::json!({
+                "disk": {"module": "save_to_disk", "module-config": {"path": "{$vault:app/disk#dir}"}},
+                "missing": {"module": "save_to_disk", "module-config": {"path": "{$vault:app/none#dir}"}}
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let store = VaultStore::new(VaultSettings::new(
+            vault.addr(),
+            VaultAuth::Token(FAKE_VAULT_ROOT_TOKEN.into()),
+        ))
+        .unwrap();
+        let resolver = SecretResolver::new(Arc::new(store), CacheSettings::default());
+        let mut ctx = context();
+        ctx.base_dir = dir.path().to_owned();
+        let env = |_: &str| None;
+        let d = ModuleDelivery::from_files(&hooks, None, ctx, &env, Some(&resolver))
+            .await
+            .unwrap();
+        let m = msg("disk", serde_json::json!({"a": 1}));
+        assert_eq!(d.deliver(&m, "disk").await, AckStatus::Ack);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("from-vault"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // An unreadable secret refuses its webhook alone: its messages come back later.
+        assert_eq!(
+            d.deliver(&m, "missing").await,
+            AckStatus::Nack { retry: true }
+        );
+    }
+
+    #[tokio::test]
     async fn module_mode_start_errors() {
         let dir = tempfile::tempdir().unwrap();
         let env = |_: &str| None;
         let missing = dir.path().join("missing.json");
-        let e = ModuleDelivery::from_files(&missing, None, context(), &env)
+        let e = ModuleDelivery::from_files(&missing, None, context(), &env, None)
             .await
             .err()
             .unwrap();
         assert!(e.to_string().contains("missing.json"), "{e}");
         let list = dir.path().join("list.json");
         std::fs::write(&list, "[1]").unwrap();
-        let e = ModuleDelivery::from_files(&list, None, context(), &env)
+        let e = ModuleDelivery::from_files(&list, None, context(), &env, None)
             .await
             .err()
             .unwrap();

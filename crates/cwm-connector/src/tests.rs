@@ -194,6 +194,7 @@ async fn websocket_delivers_acks_and_nacks_then_stops_on_shutdown() {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let connector = tokio::spawn(crate::run(
         config(port, Protocol::Websocket, target_server.port),
+        None,
         async {
             let _ = stop_rx.await;
         },
@@ -277,6 +278,7 @@ async fn sse_delivers_and_acks_over_http_with_the_connection_id() {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let connector = tokio::spawn(crate::run(
         config(cloud.port, Protocol::Sse, target_server.port),
+        None,
         async {
             let _ = stop_rx.await;
         },
@@ -336,6 +338,7 @@ async fn long_poll_delivers_acks_and_polls_again() {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let connector = tokio::spawn(crate::run(
         config(cloud.port, Protocol::LongPoll, target_server.port),
+        None,
         async {
             let _ = stop_rx.await;
         },
@@ -374,6 +377,7 @@ async fn refused_streams_are_retried_with_backoff() {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let connector = tokio::spawn(crate::run(
         config(cloud.port, Protocol::Sse, target_server.port),
+        None,
         async {
             let _ = stop_rx.await;
         },

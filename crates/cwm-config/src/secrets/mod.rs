@@ -354,8 +354,8 @@ impl SecretResolver {
 /// Fetch the references of documents about to be loaded, as both providers do before a load:
 /// `collect` adds them (with [`references_in_json`] or [`crate::subst::vault_references`]) and
 /// `resolver` fetches them. `None` without a resolver (Vault off; `collect` is not called), so
-/// substitution uses the inline defaults only.
-pub(crate) async fn prefetch(
+/// substitution uses the inline defaults only. Pass the result to a [`SecretEnv`].
+pub async fn prefetch(
     resolver: Option<&SecretResolver>,
     collect: impl FnOnce(&mut BTreeSet<String>),
 ) -> Option<Secrets> {
