@@ -261,3 +261,94 @@ fn a_stopped_clickhouse_loses_rows_not_webhooks() {
     ch.restart();
     assert_eq!(count(&ch, "webhook_logs"), 1);
 }
+
+/// `cwmctl analytics-stats --once` fills `webhook_stats` from `webhook_logs` as the Python
+/// analytics processor did: per webhook id (namespaced ones included) the total and the counts
+/// per window, all rows with one timestamp. A connection that is missing or of another type
+/// fails with exit 1.
+#[test]
+fn cwmctl_analytics_stats_fills_webhook_stats() {
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut conns = connections(&ch);
+    conns["cache"] = json!({"type": "redis", "host": "127.0.0.1"});
+    std::fs::write(dir.path().join("connections.json"), conns.to_string()).unwrap();
+    let ctl = |connection: &str| {
+        let out = std::process::Command::new(cwm_tests::binary("cwmctl"))
+            .current_dir(dir.path())
+            .env_clear()
+            .args(["analytics-stats", "--once", "--connection", connection])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    // No logs yet: both tables are created, no statistics.
+    let (code, text) = ctl("analytics_ch");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(table_exists(&ch, "webhook_logs") && table_exists(&ch, "webhook_stats"));
+    assert_eq!(count(&ch, "webhook_stats"), 0);
+
+    ch.query(
+        "INSERT INTO default.webhook_logs (id, webhook_id, timestamp, payload, headers) VALUES \
+         ('1', 'events', now(), '{}', '{}'), \
+         ('2', 'events', now() - INTERVAL 2 HOUR, '{}', '{}'), \
+         ('3', 'prod/orders', now() - INTERVAL 10 DAY, '{}', '{}')",
+    );
+    let (code, text) = ctl("analytics_ch");
+    assert_eq!(code, Some(0), "{text}");
+    let stats: Vec<Value> = ch
+        .query(
+            "SELECT webhook_id, toString(timestamp) AS ts, total, minute, minute_5, minute_15, \
+             minute_30, hour, day, week, month, length(id) AS id_len \
+             FROM default.webhook_stats ORDER BY webhook_id FORMAT JSONEachRow",
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    // 64-bit integers come back quoted.
+    let counts = |r: &Value| -> Vec<String> {
+        [
+            "total",
+            "minute",
+            "minute_5",
+            "minute_15",
+            "minute_30",
+            "hour",
+            "day",
+            "week",
+            "month",
+        ]
+        .iter()
+        .map(|k| r[*k].as_str().unwrap().to_owned())
+        .collect()
+    };
+    assert_eq!(stats[0]["webhook_id"], "events");
+    assert_eq!(
+        counts(&stats[0]),
+        ["2", "1", "1", "1", "1", "1", "2", "2", "2"]
+    );
+    assert_eq!(stats[1]["webhook_id"], "prod/orders");
+    assert_eq!(
+        counts(&stats[1]),
+        ["1", "0", "0", "0", "0", "0", "0", "0", "1"]
+    );
+    assert_eq!(stats[0]["ts"], stats[1]["ts"]);
+    assert_eq!(stats[0]["id_len"], "36");
+
+    let (code, text) = ctl("nowhere");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("connection \"nowhere\" is not defined"),
+        "{text}"
+    );
+    let (code, text) = ctl("cache");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not 'clickhouse'"), "{text}");
+}

@@ -1,7 +1,8 @@
 //! `cwmctl`: the command-line tool that replaces the Python gateway's migration snippet.
 //!
 //! `import` copies webhooks.json / connections.json into etcd under a namespace, `export` writes a
-//! namespace back to files, `validate` checks files or etcd exactly as a receiver would load them.
+//! namespace back to files, `validate` checks files or etcd exactly as a receiver would load them,
+//! `analytics-stats` fills ClickHouse's `webhook_stats` (the Python analytics processor).
 //! The ETCD_* and Vault variables are the receiver's; their flags go before or after the
 //! subcommand. With Vault on, `import` and `validate` fetch `{$vault:...}` references as a
 //! receiver would (the values written to etcd stay raw). Exit
@@ -20,12 +21,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use cwm_config::Compiler;
+use cwm_config::etcd::read_all;
 use cwm_config::etcd::{EtcdSettings, connect, tls_hint};
+use cwm_config::keys::connection_key;
 use cwm_config::keys::namespace_webhooks_prefix;
 use cwm_config::migrate::{self, Action, Entries, ImportOptions, Invalid};
-use cwm_config::secrets::SecretResolver;
+use cwm_config::secrets::{SecretEnv, SecretResolver, prefetch};
+use cwm_config::subst::vault_references;
 use cwm_config::{ConfigError, ProcessEnv};
-use cwm_modules::{ModuleContext, Registry};
+use cwm_modules::{ModuleContext, Registry, analytics};
 
 /// Manage cwm configuration: move it between JSON files and etcd, and validate it.
 #[derive(Debug, Parser)]
@@ -80,6 +85,30 @@ enum Command {
         /// Validate every key under ETCD_PREFIX in etcd instead of files.
         #[arg(long)]
         etcd: bool,
+    },
+    /// Fill ClickHouse's `webhook_stats` from `webhook_logs` (per webhook id: the total and the
+    /// counts of the last minute .. 30 days), every --interval seconds or once: what the Python
+    /// gateway's analytics processor did. Run one, not one per receiver.
+    AnalyticsStats {
+        /// The `clickhouse` connection the receivers log to (their ANALYTICS_CONNECTION).
+        #[arg(long, env = "ANALYTICS_CONNECTION")]
+        connection: String,
+        /// Where the connection is defined: connections.json (default) or etcd (`--etcd`).
+        #[arg(
+            long,
+            env = "CONNECTIONS_CONFIG_FILE",
+            default_value = "connections.json"
+        )]
+        connections: PathBuf,
+        /// Read the connection from `{ETCD_PREFIX}global/connections/{name}` instead of a file.
+        #[arg(long)]
+        etcd: bool,
+        /// Seconds between two runs.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Run once and exit (0 when the rows were written, 1 otherwise).
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -255,6 +284,24 @@ async fn run(cli: Cli) -> Result<(), Failed> {
             );
             Ok(())
         }
+        Command::AnalyticsStats {
+            connection,
+            connections,
+            etcd,
+            interval,
+            once,
+        } => {
+            let secrets = cli.vault.resolver().map_err(|e| Failed(2, e))?;
+            analytics_stats(
+                &settings,
+                connection.trim(),
+                (!etcd).then_some(connections.as_path()),
+                interval,
+                once,
+                secrets.as_deref(),
+            )
+            .await
+        }
         Command::Validate { files, etcd } => {
             let registry = registry();
             let secrets = cli.vault.resolver().map_err(|e| Failed(2, e))?;
@@ -281,6 +328,65 @@ async fn run(cli: Cli) -> Result<(), Failed> {
             } else {
                 Err(Failed(1, "configuration has invalid entries".into()))
             }
+        }
+    }
+}
+
+/// `cwmctl analytics-stats`: the connection read once (Vault references fetched), then the
+/// statistics written every `interval` (a failed run is reported and the next one tried) or once.
+async fn analytics_stats(
+    settings: &EtcdSettings,
+    name: &str,
+    file: Option<&Path>,
+    interval: u64,
+    once: bool,
+    secrets: Option<&SecretResolver>,
+) -> Result<(), Failed> {
+    let value = match file {
+        Some(path) => {
+            // Read once, before anything runs.
+            #[allow(clippy::disallowed_methods)]
+            let text = std::fs::read(path)
+                .map_err(|e| Failed(1, format!("cannot read {}: {e}", path.display())))?;
+            let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+                .map_err(|e| Failed(1, format!("{}: not a JSON object: {e}", path.display())))?;
+            doc.remove(name)
+        }
+        None => {
+            let key = connection_key(&settings.prefix, name);
+            let mut client = etcd_op(settings, connect(settings)).await?;
+            let (_, kvs) = etcd_op(settings, read_all(&mut client, &key, 2)).await?;
+            match kvs.into_iter().find(|(k, _)| k == key.as_bytes()) {
+                None => None,
+                Some((_, v)) => Some(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| Failed(1, format!("{key}: not JSON: {e}")))?,
+                ),
+            }
+        }
+    };
+    let value = value.ok_or_else(|| Failed(1, format!("connection {name:?} is not defined")))?;
+    let fetched = prefetch(secrets, |refs| vault_references(&value, refs)).await;
+    let env = SecretEnv {
+        env: &ProcessEnv,
+        secrets: fetched.as_ref(),
+    };
+    let connection = cwm_config::parse_connection(&env, name, value)
+        .map_err(|e| Failed(1, format!("connection {name:?}: {e}")))?;
+    let modules = ModuleContext::new();
+    Registry::with_builtin_sinks(modules.clone())
+        .sync_connections(&[(Arc::from(name), Arc::new(connection))]);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match analytics::refresh_stats(&modules, name).await {
+            Ok(()) => println!("webhook_stats written through connection {name:?}"),
+            Err(e) if once => return Err(Failed(1, e.to_string())),
+            Err(e) => eprintln!("cwmctl: {e}; next try in {interval} s"),
+        }
+        if once {
+            return Ok(());
         }
     }
 }

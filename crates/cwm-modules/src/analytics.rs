@@ -32,8 +32,9 @@
 //!
 //! Before its first INSERT through a client (again after the connection's config changed), the
 //! task creates both of the Python gateway's tables if they do not exist, in the connection's
-//! database: `webhook_logs` and `webhook_stats`. `webhook_stats` is not filled: the Python
-//! gateway filled it from a separate process.
+//! database: `webhook_logs` and `webhook_stats`. The receiver does not fill `webhook_stats`
+//! (several replicas would each add rows): [`refresh_stats`] does, run by one process (`cwmctl
+//! analytics-stats`), as the Python gateway's separate analytics processor did.
 #![cfg_attr(
     not(feature = "clickhouse"),
     allow(
@@ -59,7 +60,7 @@ use crate::sink::{Event, Payload};
 
 /// The table rows go to.
 pub const LOGS_TABLE: &str = "webhook_logs";
-/// The statistics table created next to it (left empty).
+/// The statistics table created next to it, filled by [`refresh_stats`].
 pub const STATS_TABLE: &str = "webhook_stats";
 
 /// Why analytics logging cannot start.
@@ -71,6 +72,36 @@ pub enum AnalyticsError {
     /// This build has no ClickHouse client (the `clickhouse` feature is off).
     #[error("this build has no ClickHouse support")]
     Unsupported,
+    /// The statistics could not be written (the connection is missing, not `clickhouse`, or
+    /// ClickHouse refused or failed).
+    #[error("webhook_stats: {0}")]
+    Stats(String),
+}
+
+/// Fill `webhook_stats` once from `webhook_logs` through the `clickhouse` connection named
+/// `connection` of `modules`' registry, as the Python gateway's analytics processor did every
+/// 300 s: one row per webhook id with its total and its counts over the last 1, 5, 15 and 30
+/// minutes, hour, day, 7 and 30 days, every row with the same timestamp. Both tables are created
+/// when missing. One `INSERT ... SELECT`: ClickHouse does the counting, nothing is read back.
+pub async fn refresh_stats(
+    modules: &ModuleContext,
+    connection: &str,
+) -> Result<(), AnalyticsError> {
+    let connection = connection.trim();
+    if connection.is_empty() {
+        return Err(AnalyticsError::EmptyName);
+    }
+    #[cfg(feature = "clickhouse")]
+    {
+        crate::sinks::clickhouse::analytics::refresh_stats(modules, connection)
+            .await
+            .map_err(AnalyticsError::Stats)
+    }
+    #[cfg(not(feature = "clickhouse"))]
+    {
+        let _ = modules;
+        Err(AnalyticsError::Unsupported)
+    }
 }
 
 /// How rows are batched and how much may wait.

@@ -41,6 +41,64 @@ pub(crate) fn stats_table_sql(database: &str) -> String {
     )
 }
 
+/// `webhook_stats` rows computed from `webhook_logs` in one statement: per webhook id, the total
+/// and the counts over the last 1, 5, 15 and 30 minutes, hour, day, 7 and 30 days (the Python
+/// analytics processor's columns), every row with the same `now()`.
+pub(crate) fn stats_refresh_sql(database: &str) -> String {
+    let db = quote_ident(database);
+    let since: Vec<String> = [
+        "1 MINUTE",
+        "5 MINUTE",
+        "15 MINUTE",
+        "30 MINUTE",
+        "1 HOUR",
+        "1 DAY",
+        "7 DAY",
+        "30 DAY",
+    ]
+    .iter()
+    .map(|interval| format!("countIf(timestamp > now() - INTERVAL {interval})"))
+    .collect();
+    format!(
+        "INSERT INTO {db}.{stats} (id, webhook_id, timestamp, total, minute, minute_5, \
+         minute_15, minute_30, hour, day, week, month) \
+         SELECT toString(generateUUIDv4()), webhook_id, now(), count(), {} \
+         FROM {db}.{logs} GROUP BY webhook_id",
+        since.join(", "),
+        stats = quote_ident(STATS_TABLE),
+        logs = quote_ident(LOGS_TABLE),
+    )
+}
+
+/// Fill `webhook_stats` once through the connection `name` of `modules` (see
+/// [`crate::analytics::refresh_stats`]).
+pub(crate) async fn refresh_stats(modules: &ModuleContext, name: &str) -> Result<(), String> {
+    let dest = ClickHouseDestination {
+        connection: modules.connections().get(name),
+        name: name.to_owned(),
+        tables_for: AtomicU64::new(0),
+    };
+    dest.check()?;
+    let lease = dest
+        .connection
+        .client::<ClickHouseClient>()
+        .map_err(|e| e.to_string())?;
+    let db = lease.endpoint().database.clone();
+    let mut result = Ok(());
+    for sql in [
+        create_table_sql(&db, LOGS_TABLE),
+        stats_table_sql(&db),
+        stats_refresh_sql(&db),
+    ] {
+        result = lease.execute(sql).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    Connection::report(&lease, &result);
+    result.map_err(|e| e.to_string())
+}
+
 impl ClickHouseDestination {
     async fn write_with(
         &self,
