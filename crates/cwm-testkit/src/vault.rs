@@ -5,6 +5,7 @@
 //!   token, 404 on a missing path or mount);
 //! - `POST|PUT /v1/{mount}/data/{path}` with `{"data": {...}}`: KV v2 write (replaces the
 //!   secret, bumps its version), so shell scripts seed it as they seed a real Vault;
+//! - `GET /v1/{mount}/{path}` on a KV v1 mount ([`FakeVault::add_kv1_mount`]): KV v1 read;
 //! - `POST /v1/sys/mounts/{mount}`: enables a mount (any options accepted);
 //! - `POST /v1/auth/approle/login` with `{"role_id", "secret_id"}`: returns a client token
 //!   ([`FakeVault::enable_approle`]);
@@ -28,6 +29,8 @@ pub const FAKE_VAULT_ROOT_TOKEN: &str = "fake-vault-root-token";
 #[derive(Default)]
 struct State {
     mounts: BTreeSet<String>,
+    /// KV v1 mounts (read only, seeded with [`FakeVault::put_in`]).
+    kv1_mounts: BTreeSet<String>,
     tokens: BTreeSet<String>,
     approle: Option<(String, String)>,
     issued: u64,
@@ -97,6 +100,13 @@ impl FakeVault {
             .0
             .insert(field.to_owned(), Value::String(value.to_owned()));
         entry.1 += 1;
+    }
+
+    /// Add a KV version 1 mount `mount`: `GET /v1/{mount}/{path}` answers its secrets (seed them
+    /// with [`FakeVault::put_in`]).
+    pub fn add_kv1_mount(&self, mount: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.kv1_mounts.insert(mount.trim_matches('/').to_owned());
     }
 
     /// [`FakeVault::put_in`] the first mount it started with.
@@ -288,6 +298,21 @@ fn handle(
         }
         s.mounts.insert(mount.trim_matches('/').to_owned());
         return (204, None);
+    }
+    if let Some((mount, secret)) = rest.split_once('/')
+        && s.kv1_mounts.contains(mount)
+    {
+        if method != "GET" {
+            return errors(405, &[]);
+        }
+        let key = format!("{mount}/{}", secret.trim_matches('/'));
+        return match s.secrets.get(&key) {
+            None => errors(404, &[]),
+            Some((fields, _)) => (
+                200,
+                Some(envelope(Value::Object(fields.clone()), Value::Null)),
+            ),
+        };
     }
     let Some((mount, secret)) = rest.split_once("/data/") else {
         return errors(404, &[]);

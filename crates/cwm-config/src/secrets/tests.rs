@@ -406,6 +406,29 @@ async fn vault_store_reads_kv2_with_a_token() {
 }
 
 #[tokio::test]
+async fn vault_store_reads_kv1() {
+    let vault = FakeVault::start();
+    vault.add_kv1_mount("kv");
+    vault.put_in("kv", "app/auth", "webhook_token", SECRET);
+    let store = VaultStore::new(VaultSettings {
+        mount: "kv".into(),
+        kv_version: 1,
+        ..vault_settings(&vault, VaultAuth::Token(FAKE_VAULT_ROOT_TOKEN.into()))
+    })
+    .unwrap();
+    let fields = store.read("app/auth").await.unwrap();
+    assert_eq!(fields["webhook_token"].expose(), SECRET);
+    assert_eq!(
+        store.read("no/such").await.unwrap_err(),
+        SecretError::NotFound
+    );
+    assert_eq!(
+        vault.requests(),
+        ["GET /v1/kv/app/auth", "GET /v1/kv/no/such"]
+    );
+}
+
+#[tokio::test]
 async fn vault_store_logs_in_with_approle_and_again_when_the_token_expires() {
     let vault = FakeVault::start();
     vault.put("app/auth", "t", SECRET);
