@@ -22,10 +22,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use cwm_config::Compiler;
-use cwm_config::etcd::read_all;
-use cwm_config::etcd::{EtcdSettings, connect, tls_hint};
-use cwm_config::keys::connection_key;
-use cwm_config::keys::namespace_webhooks_prefix;
+use cwm_config::etcd::{EtcdSettings, connect, read_all, tls_hint};
+use cwm_config::keys::{connection_key, namespace_webhooks_prefix};
 use cwm_config::migrate::{self, Action, Entries, ImportOptions, Invalid};
 use cwm_config::secrets::{SecretEnv, SecretResolver, prefetch};
 use cwm_config::subst::vault_references;
@@ -40,7 +38,8 @@ struct Cli {
     #[command(flatten, next_help_heading = "etcd")]
     etcd: etcd_args::EtcdArgs,
 
-    /// Vault, for the `{$vault:...}` references `import` and `validate` check (off by default).
+    /// Vault, for the `{$vault:...}` references `import`, `validate` and `analytics-stats` read
+    /// (off by default).
     #[command(flatten, next_help_heading = "Vault")]
     vault: vault_args::VaultArgs,
 
