@@ -112,13 +112,45 @@ fn secs(s: f64, fallback: Duration) -> Duration {
     protocol::seconds(s).unwrap_or(fallback)
 }
 
-/// Connect, stream, reconnect with backoff (`d + uniform(0, 0.3 d)`, `d` multiplied up to
-/// `max_reconnect_delay`, reset by every successful connect) until `ctx.stop` is cancelled.
+/// The reconnect delays: `d + uniform(0, 0.3 d)`, `d` starting at `base` and multiplied up to
+/// `max` after every wait, back to `base` after a successful connect (the Python connector's).
+#[derive(Debug, Clone)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    multiplier: f64,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration, multiplier: f64) -> Self {
+        Self {
+            base,
+            max: max.max(base),
+            multiplier: multiplier.max(1.0),
+            delay: base,
+        }
+    }
+
+    /// The next wait with `jitter` (0.0 ..= 0.3) of the current delay added; the delay grows.
+    fn next(&mut self, jitter: f64) -> Duration {
+        let wait = self.delay + self.delay.mul_f64(jitter.clamp(0.0, 0.3));
+        self.delay = self.delay.mul_f64(self.multiplier).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.delay = self.base;
+    }
+}
+
+/// Connect, stream, reconnect with [`Backoff`] until `ctx.stop` is cancelled.
 pub(crate) async fn run(ctx: &Ctx) {
-    let base = secs(ctx.config.reconnect_delay, Duration::from_secs(1));
-    let max = secs(ctx.config.max_reconnect_delay, Duration::from_secs(60)).max(base);
-    let multiplier = ctx.config.reconnect_backoff_multiplier.max(1.0);
-    let mut delay = base;
+    let mut backoff = Backoff::new(
+        secs(ctx.config.reconnect_delay, Duration::from_secs(1)),
+        secs(ctx.config.max_reconnect_delay, Duration::from_secs(60)),
+        ctx.config.reconnect_backoff_multiplier,
+    );
     while !ctx.stop.is_cancelled() {
         let mut connected = false;
         let result = match ctx.config.protocol {
@@ -127,7 +159,7 @@ pub(crate) async fn run(ctx: &Ctx) {
             Protocol::LongPoll => long_poll(ctx, &mut connected).await,
         };
         if connected {
-            delay = base;
+            backoff.reset();
         }
         if ctx.stop.is_cancelled() {
             break;
@@ -136,14 +168,12 @@ pub(crate) async fn run(ctx: &Ctx) {
             Ok(()) => tracing::info!("stream ended"),
             Err(e) => tracing::warn!(error = %e, "stream failed"),
         }
-        let jitter = delay.mul_f64(rand::random_range(0.0..=0.3));
-        let wait = delay + jitter;
+        let wait = backoff.next(rand::random_range(0.0..=0.3));
         tracing::info!(wait = ?wait, "reconnecting");
         tokio::select! {
             () = ctx.stop.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
         }
-        delay = delay.mul_f64(multiplier).min(max);
     }
 }
 
@@ -428,6 +458,26 @@ async fn long_poll(ctx: &Ctx, connected: &mut bool) -> Result<(), StreamError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(1000), 2.0);
+        let waits: Vec<Duration> = (0..6).map(|_| b.next(0.0)).collect();
+        assert_eq!(
+            waits,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        // The jitter adds up to 30% of the current delay, never more.
+        assert_eq!(b.next(0.3), ms(1300));
+        assert_eq!(b.next(5.0), ms(1300));
+        b.reset();
+        assert_eq!(b.next(0.3), ms(130));
+        assert_eq!(b.next(0.0), ms(200));
+        // A multiplier below 1 does not shrink the delay; a cap below the base is the base.
+        let mut flat = Backoff::new(ms(500), ms(100), 0.5);
+        assert_eq!((flat.next(0.0), flat.next(0.0)), (ms(500), ms(500)));
+    }
 
     #[test]
     fn websocket_urls() {
