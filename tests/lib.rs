@@ -250,6 +250,16 @@ impl Receiver {
     }
 
     /// The `provider` part of `GET /admin/config-status`, asked with the admin token `token`.
+    /// `POST /admin/reload-config` with the admin `token`; the reply, whatever its status.
+    pub fn reload_config(&self, token: &str) -> Reply {
+        self.request(
+            "POST",
+            "/admin/reload-config",
+            &[("authorization", &format!("Bearer {token}"))],
+            Some(b"{}"),
+        )
+    }
+
     pub fn config_status(&self, token: &str) -> Value {
         let r = self.request(
             "GET",

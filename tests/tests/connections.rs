@@ -33,11 +33,7 @@ fn config_status(rx: &Receiver) -> Value {
 }
 
 fn reload(rx: &Receiver) {
-    let r = rx.post_with(
-        "/admin/reload-config",
-        &[("authorization", &format!("Bearer {ADMIN}"))],
-        "{}",
-    );
+    let r = rx.reload_config(ADMIN);
     assert_eq!(r.status, 200, "{}", r.body);
 }
 

@@ -216,12 +216,7 @@ fn unknown_ids_share_one_label_and_removed_webhooks_lose_theirs() {
         r#"{"secure": {"module": "log", "authorization": "Bearer s3cret"}}"#,
     )
     .unwrap();
-    let r = rx.request(
-        "POST",
-        "/admin/reload-config",
-        &[("authorization", "Bearer adm")],
-        Some(b"{}"),
-    );
+    let r = rx.reload_config("adm");
     assert_eq!(r.status, 200, "{}", r.body);
     let metrics = rx.get("/metrics").body;
     assert!(!metrics.contains("webhook=\"ok\""), "{metrics}");

@@ -331,11 +331,7 @@ fn admin_reload_relists() {
     etcd.put("/cwm/default/webhooks/a", LOG);
     let rx = start(&etcd, &[]);
     assert!(eventually(W, || rx.post("/webhook/a", "{}").status == 200));
-    let r = rx.post_with(
-        "/admin/reload-config",
-        &[("authorization", "Bearer adm")],
-        "{}",
-    );
+    let r = rx.reload_config("adm");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "success");
     let s = status(&rx);

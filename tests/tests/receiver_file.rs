@@ -654,12 +654,7 @@ fn a_deleted_webhooks_file_keeps_the_previous_config_until_it_is_back() {
         "a warning: {stderr}"
     );
     // An admin reload keeps it too, and says why.
-    let r = rx.request(
-        "POST",
-        "/admin/reload-config",
-        &[("authorization", "Bearer adm1n")],
-        Some(b"{}"),
-    );
+    let r = rx.reload_config("adm1n");
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(rx.post("/webhook/logged", "{}").status, 200);
 

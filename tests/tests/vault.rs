@@ -79,11 +79,7 @@ fn signed(rx: &Receiver, secret: &str, body: &str) -> u16 {
 }
 
 fn reload(rx: &Receiver) {
-    let r = rx.post_with(
-        "/admin/reload-config",
-        &[("authorization", &format!("Bearer {ADMIN}"))],
-        "{}",
-    );
+    let r = rx.reload_config(ADMIN);
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
