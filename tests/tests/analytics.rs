@@ -137,10 +137,6 @@ fn answered_requests_become_rows_with_credentials_masked() {
     assert_eq!(metric(&rx, "cwm_analytics_rows_written_total"), Some(total));
     assert_eq!(metric(&rx, "cwm_analytics_rows_dropped_total"), Some(0));
     assert_eq!(metric(&rx, "cwm_analytics_flush_failures_total"), Some(0));
-
-    // The 404 never becomes a row, however long one waits for another batch.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(count(&ch, "webhook_logs"), total);
 }
 
 #[test]

@@ -160,10 +160,6 @@ fn document_passes_the_openapi_validator_and_shows_no_secret() {
 fn swagger_ui_and_redoc_render_every_webhook_offline() {
     let rx = start(&[]);
     let swagger = rendered_dom(&rx.url("/docs"));
-    assert!(
-        swagger.contains("Core Webhook Module API"),
-        "Swagger UI did not render the document:\n{swagger}"
-    );
     for id in IDS {
         assert!(
             swagger.contains(&format!("data-path=\"/webhook/{id}\"")),

@@ -12,7 +12,7 @@
 //! operation ids, one security requirement naming every check (all must pass), and an `oauth1`
 //! scheme of a valid type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +162,7 @@ struct Document {
     schemes: Map<String, Value>,
     /// Scheme definition (serialized) to the name it was given.
     scheme_names: HashMap<String, String>,
-    operation_ids: HashMap<String, usize>,
+    operation_ids: HashSet<String>,
 }
 
 impl Document {
@@ -214,7 +214,7 @@ impl Document {
         } else {
             let schema = info
                 .and_then(|i| i.schema.as_deref())
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .cloned()
                 .unwrap_or_else(|| {
                     json!({"type": "object", "description": "JSON payload", "additionalProperties": true})
                 });
@@ -267,11 +267,10 @@ impl Document {
         let base = format!("post_webhook_{safe}");
         let mut n = 1;
         let mut candidate = base.clone();
-        while self.operation_ids.contains_key(&candidate) {
+        while !self.operation_ids.insert(candidate.clone()) {
             n += 1;
             candidate = format!("{base}_{n}");
         }
-        self.operation_ids.insert(candidate.clone(), n);
         candidate
     }
 

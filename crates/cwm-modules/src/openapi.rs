@@ -20,16 +20,16 @@ use crate::validators::Validators;
 /// schema (the Python gateway's limit).
 pub const MAX_SCHEMA_DEPTH: usize = 20;
 
-/// Longest pre-serialized `json_schema` shown, in bytes; a larger one is replaced by a generic
+/// Longest `json_schema` shown, as JSON text in bytes; a larger one is replaced by a generic
 /// object schema, so one webhook cannot make the document huge.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI view of one webhook.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenApiInfo {
-    /// The webhook's `json_schema`, serialized, when it is an object nested at most
-    /// [`MAX_SCHEMA_DEPTH`] deep and at most [`MAX_SCHEMA_BYTES`] long.
-    pub schema: Option<Box<str>>,
+    /// The webhook's `json_schema`, when it is an object nested at most [`MAX_SCHEMA_DEPTH`]
+    /// deep whose JSON text is at most [`MAX_SCHEMA_BYTES`] long.
+    pub schema: Option<Box<Value>>,
     /// The security schemes of its checks, in the Python gateway's order.
     pub security: Box<[SecurityScheme]>,
     /// Its security features as `(name, text)` lines for the operation's description
@@ -218,9 +218,8 @@ impl OpenApiInfo {
             .extra
             .get("json_schema")
             .filter(|s| s.is_object() && depth(s) <= MAX_SCHEMA_DEPTH)
-            .and_then(|s| serde_json::to_string(s).ok())
-            .filter(|s| s.len() <= MAX_SCHEMA_BYTES)
-            .map(String::into_boxed_str);
+            .filter(|s| serde_json::to_vec(s).is_ok_and(|text| text.len() <= MAX_SCHEMA_BYTES))
+            .map(|s| Box::new(s.clone()));
 
         if schema.is_none() && security.is_empty() && features.is_empty() {
             return None;
@@ -337,7 +336,7 @@ mod tests {
         );
         assert_eq!(
             info.schema.as_deref(),
-            Some(r#"{"type":"object","required":["a"]}"#)
+            Some(&serde_json::json!({"type": "object", "required": ["a"]}))
         );
         let shown = format!("{info:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
