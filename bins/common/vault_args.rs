@@ -88,6 +88,18 @@ pub struct VaultArgs {
     vault_cache_max_size: usize,
 }
 
+/// Log filter directives that silence the Vault client's own logs: it logs every non-2xx answer
+/// (a missing secret) as an ERROR, while `cwm_config::secrets` reports each failure once, with
+/// the reference. None when `log_level` names those targets (someone debugging the client).
+#[allow(dead_code, reason = "cwmctl sets up no logging")]
+pub fn quiet_client_logs(log_level: &str) -> &'static [&'static str] {
+    if log_level.contains("vaultrs") || log_level.contains("rustify") {
+        &[]
+    } else {
+        &["vaultrs=off", "rustify=off"]
+    }
+}
+
 fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),

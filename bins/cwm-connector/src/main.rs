@@ -89,7 +89,12 @@ async fn run(cli: Cli, vault: VaultArgs) -> ExitCode {
 fn init_tracing(config: &ConnectorConfig) {
     // Validation has checked the level already.
     let level = log_filter(&config.log_level).unwrap_or("info");
-    let filter = tracing_subscriber::EnvFilter::new(level);
+    let mut filter = tracing_subscriber::EnvFilter::new(level);
+    for quiet in vault_args::quiet_client_logs(level) {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -315,14 +315,9 @@ fn parse_positive_seconds(s: &str) -> Result<f64, String> {
 fn init_tracing(args: &Args) -> Result<(), String> {
     let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("invalid LOG_LEVEL {:?}: {e}", args.log_level))?;
-    // The Vault client logs every non-2xx answer (a missing secret) as an ERROR of its own;
-    // cwm_config::secrets reports each failure once, with the reference. LOG_LEVEL naming
-    // these targets keeps them.
-    if !args.log_level.contains("vaultrs") && !args.log_level.contains("rustify") {
-        for quiet in ["vaultrs=off", "rustify=off"] {
-            if let Ok(d) = quiet.parse() {
-                filter = filter.add_directive(d);
-            }
+    for quiet in vault_args::quiet_client_logs(&args.log_level) {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
         }
     }
     let builder = tracing_subscriber::fmt()
